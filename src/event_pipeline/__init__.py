@@ -1,0 +1,42 @@
+"""event_pipeline: run units of work reliably on ``concurrent.futures`` executors."""
+
+from __future__ import annotations
+
+import logging
+
+from ._config import ExecutorInitializerConfig, RetryPolicy
+from ._evaluation import EventExecutionEvaluationState
+from ._event import EventBase
+from ._executors import DefaultExecutor
+from ._results import EventResult, EventRun
+from ._runner import Runner, run
+from ._sentinel import EMPTY
+from .decorators import event
+from .exceptions import ImproperlyConfigured, StopProcessingError
+
+__all__ = [
+    "EMPTY",
+    "DefaultExecutor",
+    "EventBase",
+    "EventExecutionEvaluationState",
+    "EventResult",
+    "EventRun",
+    "ExecutorInitializerConfig",
+    "ImproperlyConfigured",
+    "RetryPolicy",
+    "Runner",
+    "StopProcessingError",
+    "event",
+    "run",
+]
+
+# The library logs retries; what to do with them is the application's choice.
+logging.getLogger("event_pipeline").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("event-pipeline")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

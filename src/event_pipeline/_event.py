@@ -1,0 +1,179 @@
+"""What an event *is*: a class with a ``process`` method and declarative run settings.
+
+How an event is run lives in ``_runner``; this module only knows the contract and checks
+the declaration, at class creation and again whenever a setting was reassigned since.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+from ._config import (
+    ExecutorInitializerConfig,
+    RetryPolicy,
+    coerce_executor_config,
+    coerce_retry_policy,
+)
+from ._evaluation import EventExecutionEvaluationState
+from ._executors import DefaultExecutor
+from .exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from ._results import EventResult, EventRun
+
+__all__ = ["EventBase", "EventSettings", "settings_of"]
+
+RESERVED_NAMES = ("run", "map", "imap", "func")
+
+#: The class attributes that declare how an event runs, in the order they are checked.
+SETTING_NAMES = (
+    "executor",
+    "executor_config",
+    "retry_policy",
+    "execution_evaluation_state",
+    "stop_on_exception",
+)
+
+
+class EventSettings(NamedTuple):
+    """An event's run settings, validated and normalised."""
+
+    executor: type[Executor] | Executor
+    executor_config: ExecutorInitializerConfig
+    retry_policy: RetryPolicy | None
+    #: ``None`` when the task never retries; else the policy's exception classes.
+    retry_on: tuple[type[BaseException], ...] | None
+    execution_evaluation_state: EventExecutionEvaluationState
+    stop_on_exception: bool
+    #: The raw attribute values these settings were made from (dicts copied).
+    raw: tuple[Any, ...]
+
+
+def _raw_settings(cls: type[EventBase]) -> tuple[Any, ...]:
+    return tuple(
+        dict(value) if isinstance(value, dict) else value
+        for value in (getattr(cls, name) for name in SETTING_NAMES)
+    )
+
+
+def _validate(cls: type[EventBase], raw: tuple[Any, ...]) -> EventSettings:
+    executor, config_value, policy_value, state, stop = raw
+    name = cls.__name__
+    if isinstance(executor, type):
+        if not issubclass(executor, Executor):
+            raise ImproperlyConfigured(
+                f"{name}.executor: expected an Executor subclass or instance, "
+                f"got the class {executor!r}"
+            )
+    elif not isinstance(executor, Executor):
+        raise ImproperlyConfigured(
+            f"{name}.executor: expected an Executor subclass or instance, got {executor!r}"
+        )
+    config = coerce_executor_config(config_value, f"{name}.executor_config")
+    if not isinstance(executor, type) and not config.is_empty():
+        raise ImproperlyConfigured(
+            f"{name}.executor_config: {config!r} cannot configure the executor instance "
+            f"{executor!r}; configure the instance itself, or set executor to its class"
+        )
+    policy = coerce_retry_policy(policy_value, f"{name}.retry_policy")
+    if not isinstance(state, EventExecutionEvaluationState):
+        raise ImproperlyConfigured(
+            f"{name}.execution_evaluation_state: expected an EventExecutionEvaluationState "
+            f"member, got {state!r}"
+        )
+    if not isinstance(stop, bool):
+        raise ImproperlyConfigured(f"{name}.stop_on_exception: expected a bool, got {stop!r}")
+    retry_on = None
+    if policy is not None and policy.max_attempts > 1:
+        retry_on = tuple(policy.retry_on_exceptions)
+    return EventSettings(executor, config, policy, retry_on, state, stop, raw)
+
+
+def settings_of(cls: type[EventBase]) -> EventSettings:
+    """The validated settings of ``cls``, re-checked when an attribute changed since.
+
+    Raises:
+        ImproperlyConfigured: a setting reassigned after class creation is invalid.
+    """
+    raw = _raw_settings(cls)
+    cached: EventSettings | None = cls.__dict__.get("_event_pipeline_settings")
+    if cached is not None and cached.raw == raw:
+        return cached
+    settings = _validate(cls, raw)
+    type.__setattr__(cls, "_event_pipeline_settings", settings)
+    return settings
+
+
+class EventBase(abc.ABC):
+    """Base class of every event: subclass it and define :meth:`process`.
+
+    Class attributes declare how the event runs; every one is optional and inherited:
+
+    * ``executor``: an :class:`~concurrent.futures.Executor` subclass, which the runner
+      builds and reuses, or an instance, which it uses as is and never shuts down
+      (default :class:`DefaultExecutor`);
+    * ``executor_config``: :class:`ExecutorInitializerConfig` or an equivalent dict;
+    * ``retry_policy``: :class:`RetryPolicy`, an equivalent dict, or ``None`` (no retry);
+    * ``execution_evaluation_state``: how task outcomes decide the event's success;
+    * ``stop_on_exception``: stop the whole run at the first task that ends with an
+      exception, raising :class:`StopProcessingError`.
+
+    They are checked when the subclass is created; a mistake raises
+    :class:`ImproperlyConfigured` naming the class, the attribute and the value.
+    """
+
+    executor: ClassVar[type[Executor] | Executor] = DefaultExecutor
+    executor_config: ClassVar[ExecutorInitializerConfig | dict[str, Any]] = (
+        ExecutorInitializerConfig()
+    )
+    retry_policy: ClassVar[RetryPolicy | dict[str, Any] | None] = None
+    execution_evaluation_state: ClassVar[EventExecutionEvaluationState] = (
+        EventExecutionEvaluationState.SUCCESS_ON_ALL_EVENTS_SUCCESS
+    )
+    stop_on_exception: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        made_by_decorator = cls.__dict__.get("_event_pipeline_function", False)
+        for reserved in RESERVED_NAMES:
+            if reserved in cls.__dict__ and not (reserved == "func" and made_by_decorator):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}.{reserved}: {reserved!r} is reserved on events "
+                    f"(names reserved: {', '.join(RESERVED_NAMES)}); rename it"
+                )
+        settings_of(cls)
+
+    @abc.abstractmethod
+    def process(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """Do the work of one task.
+
+        Returns:
+            ``(True, value)`` on success, ``(False, value)`` on a failure that is not an
+            exception (it is not retried). Raise to signal an exception; the retry policy
+            decides whether it is tried again.
+        """
+
+    @classmethod
+    def run(cls, *args: Any, **kwargs: Any) -> EventRun:
+        """Run one task, ``process(*args, **kwargs)``, on the default runner."""
+        from ._runner import default_runner
+
+        return default_runner().run(cls, *args, **kwargs)
+
+    @classmethod
+    def map(cls, *iterables: Iterable[Any]) -> EventRun:
+        """Run one task per zipped item of ``iterables`` on the default runner."""
+        from ._runner import default_runner
+
+        return default_runner().map(cls, *iterables)
+
+    @classmethod
+    def imap(cls, *iterables: Iterable[Any]) -> Iterator[EventResult]:
+        """Stream one result per zipped item of ``iterables``, in input order, on the default
+        runner."""
+        from ._runner import default_runner
+
+        return default_runner().imap(cls, *iterables)

@@ -1,0 +1,126 @@
+"""Executors: the inline default, and how the runner builds one from a class and a config."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from ._config import ExecutorInitializerConfig
+
+__all__ = [
+    "DefaultExecutor",
+    "available_cpus",
+    "build_executor",
+    "executor_kwargs",
+    "sends_work_away",
+    "worker_count",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class DefaultExecutor(Executor):
+    """Runs each submitted callable at once, in the submitting thread.
+
+    :meth:`submit` returns a future that is already done. An :class:`Exception` raised by the
+    callable is set on the future; other :class:`BaseException` s (``KeyboardInterrupt``,
+    ``SystemExit``) propagate out of :meth:`submit`.
+    """
+
+    _max_workers = 1
+
+    def __init__(self) -> None:
+        self._shutdown = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future: Future[T] = Future()
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._shutdown = True
+
+
+def available_cpus() -> int:
+    """Processors this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS and Windows
+        return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def _accepted(executor_class: type[Executor]) -> tuple[frozenset[str], bool]:
+    """The keyword names ``executor_class.__init__`` takes, and whether it takes ``**kwargs``."""
+    try:
+        parameters = inspect.signature(executor_class.__init__).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return frozenset(), False
+    names = frozenset(
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+    return names, any(p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def executor_kwargs(
+    executor_class: type[Executor], config: ExecutorInitializerConfig
+) -> dict[str, Any]:
+    """The keyword arguments the runner passes when it builds ``executor_class``.
+
+    Only fields that are set and that ``__init__`` accepts; ``max_workers`` left unset becomes
+    the number of available processors when ``__init__`` names it. Process pools get the
+    ``spawn`` start method, the same on every OS.
+    """
+    names, takes_any = _accepted(executor_class)
+    kwargs = {
+        name: value
+        for name, value in config.set_fields().items()
+        if takes_any or name in names
+    }
+    if "max_workers" in names and "max_workers" not in kwargs:
+        kwargs["max_workers"] = available_cpus()
+    return kwargs
+
+
+def build_executor(executor_class: type[Executor], kwargs: dict[str, Any]) -> Executor:
+    """Create ``executor_class(**kwargs)``; process pools get the ``spawn`` start method.
+
+    ``spawn`` is the same on every OS and the only method that is safe with threads in
+    the parent, which a runner always has.
+    """
+    if issubclass(executor_class, ProcessPoolExecutor) and "mp_context" in _accepted(
+        executor_class
+    )[0]:
+        kwargs = {**kwargs, "mp_context": multiprocessing.get_context("spawn")}
+    return executor_class(**kwargs)
+
+
+def sends_work_away(executor: Executor | type[Executor]) -> bool:
+    """Whether submitted work crosses a process boundary (so it must pickle)."""
+    cls = executor if isinstance(executor, type) else type(executor)
+    return issubclass(cls, ProcessPoolExecutor) or bool(
+        getattr(cls, "_event_pipeline_pickles", False)
+    )
+
+
+def worker_count(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once, as far as it tells."""
+    count = getattr(executor, "_max_workers", None)
+    if isinstance(count, int) and count > 0:
+        return count
+    return available_cpus()

@@ -1,0 +1,111 @@
+"""What a run returns: one :class:`EventResult` per task, one :class:`EventRun` per call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["EventResult", "EventRun"]
+
+
+class EventResult:
+    """The outcome of one task.
+
+    Attributes:
+        error: True when the task failed: ``process`` returned ``(False, value)`` or the
+            task ended with an exception.
+        content: the value ``process`` returned; for a task that ended with an exception,
+            that exception.
+        exception: the exception that ended the task, else ``None``.
+        task_id: identifies the task; unique within a run.
+        event_name: the event class's ``__name__``.
+        attempts: calls of ``process`` charged to this task.
+        duration: seconds from the task's first submission to its final outcome.
+    """
+
+    # Slots keep a result small: a million of them flow through ``imap``.
+    __slots__ = ("attempts", "content", "duration", "error", "event_name", "exception", "task_id")
+
+    def __init__(
+        self,
+        error: bool,
+        content: Any,
+        exception: BaseException | None,
+        task_id: str,
+        event_name: str,
+        attempts: int,
+        duration: float,
+    ) -> None:
+        self.error = error
+        self.content = content
+        self.exception = exception
+        self.task_id = task_id
+        self.event_name = event_name
+        self.attempts = attempts
+        self.duration = duration
+
+    @property
+    def success(self) -> bool:
+        """``not error``."""
+        return not self.error
+
+    def __repr__(self) -> str:
+        outcome = f"exception={self.exception!r}" if self.exception else f"content={self.content!r}"
+        return (
+            f"EventResult({self.event_name} task {self.task_id}: "
+            f"{'error' if self.error else 'success'}, {outcome}, "
+            f"attempts={self.attempts}, duration={self.duration:.6f})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, EventResult):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[EventResult], tuple[Any, ...]]:
+        return EventResult, (
+            self.error,
+            self.content,
+            self.exception,
+            self.task_id,
+            self.event_name,
+            self.attempts,
+            self.duration,
+        )
+
+
+class EventRun:
+    """One execution of an event over its tasks.
+
+    Attributes:
+        event_name: the event class's ``__name__``.
+        success: the event's evaluation state applied to the task outcomes.
+        results: one :class:`EventResult` per task, in input order.
+        duration: seconds the call took.
+    """
+
+    __slots__ = ("duration", "event_name", "results", "success")
+
+    def __init__(
+        self, event_name: str, success: bool, results: list[EventResult], duration: float
+    ) -> None:
+        self.event_name = event_name
+        self.success = success
+        self.results = results
+        self.duration = duration
+
+    @property
+    def errors(self) -> list[EventResult]:
+        """The failed results, in input order."""
+        return [r for r in self.results if r.error]
+
+    def __repr__(self) -> str:
+        return (
+            f"EventRun({self.event_name}: {'success' if self.success else 'failure'}, "
+            f"{len(self.results)} tasks, {len(self.errors)} failed, "
+            f"duration={self.duration:.6f})"
+        )
+
+    def __reduce__(self) -> tuple[type[EventRun], tuple[Any, ...]]:
+        return EventRun, (self.event_name, self.success, self.results, self.duration)

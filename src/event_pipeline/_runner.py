@@ -1,0 +1,641 @@
+"""The runner: how events are run.
+
+One call (``run``, ``map`` or ``imap``) is driven by a :class:`_Coordinator` in the calling
+thread; workers only ever run single attempts. The flow of a task::
+
+    inputs ─► _Task ─► group.ready ─► batch ─► executor.submit ─► future in flight
+                           ▲                                          │
+                           │ when due                                 │ wait(FIRST_COMPLETED,
+                           │                                          │      timeout=next due)
+                      retry heap ◄── RETRY, attempts left ◄── classify each outcome
+                                                                      │ otherwise
+                                                                      ▼
+                                               EventResult ─► the unit's on_result callback
+
+The coordinator knows nothing of ``map`` or ``imap``: it schedules *tasks* of any number
+of events and calls back when each one settles, so later drivers (flows) can decide from a
+callback what to submit next, on the same executors, window and retry heap. A task
+waiting for its retry sits in the heap, never on a worker; meanwhile the executors are fed
+other ready work.
+
+Tasks of one event are sent in batches (one work item, one future, many tasks) once the
+runner has measured that they are short; each task in a batch keeps its own attempts,
+retries, result and timing. A group never has more than two batches per worker in
+flight, so a handful of slow tasks still run one per worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import pickle
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
+from typing import Any
+
+from ._evaluation import evaluate
+from ._event import EventBase, EventSettings, settings_of
+from ._executors import build_executor, executor_kwargs, sends_work_away, worker_count
+from ._results import EventResult, EventRun
+from ._retry import backoff, is_retryable, retry_overrides
+from ._worker import FATAL, OK, RETRY, Outcome, load_outcome, run_batch, run_pickled
+from .exceptions import ImproperlyConfigured, StopProcessingError
+
+__all__ = ["Clock", "Runner", "default_runner", "run"]
+
+logger = logging.getLogger("event_pipeline")
+
+#: Default window per worker, and the ceiling of the default.
+WINDOW_PER_WORKER = 128
+MAX_DEFAULT_WINDOW = 10_000
+#: A batch aims to keep a worker busy this long; longer tasks go one per work item.
+BATCH_TARGET_SECONDS = 0.002
+MAX_BATCH = 1024
+
+
+class Clock:
+    """Time as the runner sees it: a seam so tests can drive retries without sleeping."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def wait(self, futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
+        """Block until one of ``futures`` is done or ``timeout`` seconds passed."""
+        done, _ = concurrent.futures.wait(
+            futures, timeout, return_when=concurrent.futures.FIRST_COMPLETED
+        )
+        return done
+
+
+class _Task:
+    """One unit of work: one set of arguments for one event, over all its attempts."""
+
+    __slots__ = ("args", "attempts", "group", "index", "kwargs", "on_result", "payload", "started")
+
+    def __init__(
+        self,
+        group: _Group,
+        index: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        on_result: Callable[[_Task, EventResult], None],
+    ) -> None:
+        self.group = group
+        self.index = index
+        self.args = args
+        self.kwargs = kwargs
+        self.on_result = on_result
+        self.attempts = 0
+        self.started: float | None = None
+        self.payload: bytes | None = None
+
+
+class _Group:
+    """The tasks of one event class going to one executor, with what batching has learnt."""
+
+    __slots__ = (
+        "batches_in_flight",
+        "event",
+        "executor",
+        "executor_key",
+        "max_batches",
+        "name",
+        "per_task",
+        "ready",
+        "remote",
+        "settings",
+        "task_prefix",
+        "window",
+    )
+
+    def __init__(
+        self,
+        event: type[EventBase],
+        settings: EventSettings,
+        executor: Executor,
+        executor_key: tuple[Any, ...] | None,
+        window: int,
+        task_prefix: str,
+    ) -> None:
+        self.event = event
+        self.name = event.__name__
+        self.settings = settings
+        self.executor = executor
+        self.executor_key = executor_key
+        self.remote = sends_work_away(executor)
+        self.window = window
+        self.task_prefix = task_prefix
+        self.ready: deque[_Task] = deque()
+        self.batches_in_flight = 0
+        self.max_batches = 2 * worker_count(executor)
+        # Seconds per task as measured inside the workers; None until a batch came back.
+        self.per_task: float | None = None
+
+    def batch_size(self) -> int:
+        if self.per_task is None or self.settings.stop_on_exception:
+            # Unknown durations, or a run that must stop before further tasks start:
+            # one task per work item.
+            return 1
+        by_time = int(BATCH_TARGET_SECONDS / max(self.per_task, 1e-9))
+        return max(1, min(MAX_BATCH, by_time, self.window // self.max_batches))
+
+    def max_attempts(self) -> int:
+        policy = self.settings.retry_policy
+        attempts = 1 if policy is None else policy.max_attempts
+        override = retry_overrides.current
+        if override is not None and override.max_attempts is not None:
+            attempts = min(attempts, override.max_attempts)
+        return attempts
+
+    def retry_wait(self, retry: int) -> float:
+        override = retry_overrides.current
+        if override is not None and override.zero_waits:
+            return 0.0
+        policy = self.settings.retry_policy
+        assert policy is not None
+        return backoff(policy, retry)
+
+
+class _Coordinator:
+    """Schedules tasks on executors for one call, in the calling thread."""
+
+    def __init__(self, runner: Runner, clock: Clock) -> None:
+        self.runner = runner
+        self.clock = clock
+        self.in_flight: dict[Future[Any], tuple[_Group, list[_Task]]] = {}
+        self.retries: list[tuple[float, int, _Task]] = []
+        self.groups: list[_Group] = []
+        self._sequence = itertools.count()
+        #: Tasks submitted and not settled, or waiting for a retry.
+        self.load = 0
+
+    # -- adding work ---------------------------------------------------------------------
+    def add(self, task: _Task) -> None:
+        group = task.group
+        self.load += 1
+        if group.remote:
+            try:
+                task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                error = TypeError(
+                    f"{group.name}: the arguments of task {group.task_prefix}{task.index} "
+                    f"cannot be sent to a worker process ({type(exc).__name__}: {exc}); "
+                    "pass picklable values, with classes and functions defined at module level"
+                )
+                error.__cause__ = exc
+                self._settle(task, FATAL, error, self.clock.monotonic())
+                return
+        group.ready.append(task)
+
+    def idle(self) -> bool:
+        return self.load == 0
+
+    # -- the loop ------------------------------------------------------------------------
+    def step(self) -> None:
+        """Submit what is ready, then wait for one completion or the next due retry."""
+        clock = self.clock
+        now = clock.monotonic()
+        retries = self.retries
+        while retries and retries[0][0] <= now:
+            task = heapq.heappop(retries)[2]
+            task.group.ready.appendleft(task)
+        for group in self.groups:
+            if group.ready:
+                self._dispatch(group)
+        if self.in_flight:
+            timeout = max(0.0, retries[0][0] - clock.monotonic()) if retries else None
+            for future in clock.wait(self.in_flight, timeout):
+                self._complete(future)
+        elif retries:
+            delay = retries[0][0] - clock.monotonic()
+            if delay > 0:
+                clock.sleep(delay)
+
+    def cancel(self) -> None:
+        """Cancel every work item that has not started; running ones are not waited for."""
+        for future in self.in_flight:
+            future.cancel()
+
+    # -- submitting ----------------------------------------------------------------------
+    def _dispatch(self, group: _Group) -> None:
+        ready = group.ready
+        while ready and group.batches_in_flight < group.max_batches:
+            size = group.batch_size()
+            if size == 1:
+                tasks = [ready.popleft()]
+            else:
+                tasks = [ready.popleft() for _ in range(min(size, len(ready)))]
+            self._submit(group, tasks)
+
+    def _submit(self, group: _Group, tasks: list[_Task]) -> None:
+        now = self.clock.monotonic()
+        for task in tasks:
+            if task.started is None:
+                task.started = now
+        retry_on = group.settings.retry_on
+        try:
+            if group.remote:
+                payloads = [task.payload for task in tasks]
+                future = group.executor.submit(run_pickled, group.event, payloads, retry_on)
+            else:
+                items = [(task.args, task.kwargs) for task in tasks]
+                future = group.executor.submit(run_batch, group.event, items, retry_on)
+        except BrokenExecutor as exc:
+            self._broken(group, tasks, exc)
+            return
+        except RuntimeError as exc:
+            self.runner._check_open()
+            error = RuntimeError(
+                f"{group.name}: the executor {group.executor!r} refused new work "
+                f"(was it shut down?): {exc}"
+            )
+            error.__cause__ = exc
+            for task in tasks:
+                self._settle(task, FATAL, error, now)
+            return
+        group.batches_in_flight += 1
+        self.in_flight[future] = (group, tasks)
+
+    # -- completions ---------------------------------------------------------------------
+    def _complete(self, future: Future[Any]) -> None:
+        group, tasks = self.in_flight.pop(future)
+        group.batches_in_flight -= 1
+        now = self.clock.monotonic()
+        if future.cancelled():
+            self.runner._check_open()
+            error = CancelledError(f"{group.name}: the executor cancelled the task")
+            for task in tasks:
+                self._settle(task, FATAL, error, now)
+            return
+        exc = future.exception()
+        if exc is not None:
+            if not isinstance(exc, Exception):
+                raise exc
+            if isinstance(exc, BrokenExecutor):
+                self._broken(group, tasks, exc)
+                return
+            for task in tasks:
+                task.attempts += 1
+                self._settle(task, FATAL, exc, now)
+            return
+        elapsed, outcomes = future.result()
+        if tasks:
+            per_task = elapsed / len(tasks)
+            previous = group.per_task
+            group.per_task = per_task if previous is None else 0.7 * previous + 0.3 * per_task
+        if group.remote:
+            name = group.name
+            outcomes = [load_outcome(name, blob) for blob in outcomes]
+        for task, (kind, value) in zip(tasks, outcomes):
+            task.attempts += 1
+            self._settle(task, kind, value, now)
+
+    def _broken(self, group: _Group, tasks: list[_Task], exc: BaseException) -> None:
+        """A worker died and broke the pool: replace it; each task in it is charged."""
+        if group.executor_key is not None:
+            group.executor = self.runner._replace_executor(group.executor_key, group.executor)
+        now = self.clock.monotonic()
+        for task in tasks:
+            task.attempts += 1
+            retry_on = group.settings.retry_on
+            kind = RETRY if retry_on is not None and is_retryable(retry_on, exc) else FATAL
+            self._settle(task, kind, exc, now)
+
+    def _settle(self, task: _Task, kind: int, value: Any, now: float) -> None:
+        group = task.group
+        if kind == RETRY and task.attempts < group.max_attempts():
+            delay = group.retry_wait(task.attempts)
+            logger.info(
+                "retrying %s task %s%d: attempt %d raised %s; next attempt in %.3fs",
+                group.name,
+                group.task_prefix,
+                task.index,
+                task.attempts,
+                type(value).__name__,
+                delay,
+                extra={
+                    "event_name": group.name,
+                    "task_id": f"{group.task_prefix}{task.index}",
+                    "attempt": task.attempts,
+                    "exception_type": type(value).__name__,
+                    "delay": delay,
+                },
+            )
+            heapq.heappush(self.retries, (now + delay, next(self._sequence), task))
+            return
+        self.load -= 1
+        started = now if task.started is None else task.started
+        if kind == OK:
+            ok, content = value
+            result = EventResult(
+                not ok,
+                content,
+                None,
+                f"{group.task_prefix}{task.index}",
+                group.name,
+                task.attempts,
+                now - started,
+            )
+        else:
+            result = EventResult(
+                True,
+                value,
+                value,
+                f"{group.task_prefix}{task.index}",
+                group.name,
+                task.attempts,
+                now - started,
+            )
+        task.on_result(task, result)
+
+
+class _EventCall:
+    """Drives the tasks of one event over its inputs: feeds the window, gathers results."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        event: type[EventBase],
+        inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        streaming: bool,
+    ) -> None:
+        settings = settings_of(event)
+        executor, key = runner._executor_for(event, settings)
+        window = runner.window or min(MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor))
+        self.coordinator = _Coordinator(runner, runner._clock)
+        self.group = _Group(event, settings, executor, key, window, f"{runner._next_call()}.")
+        self.coordinator.groups.append(self.group)
+        self.inputs = inputs
+        self.window = window
+        self.streaming = streaming
+        self.results: list[EventResult | None] = []
+        self.buffer: dict[int, EventResult] = {}
+        self.next_index = 0
+        self.stop_error: BaseException | None = None
+        self.started = runner._clock.monotonic()
+
+    def _on_result(self, task: _Task, result: EventResult) -> None:
+        if self.streaming:
+            self.buffer[task.index] = result
+        else:
+            self.results[task.index] = result
+        if (
+            result.exception is not None
+            and self.stop_error is None
+            and self.group.settings.stop_on_exception
+        ):
+            self.stop_error = result.exception
+
+    def execute(self) -> Iterator[EventResult]:
+        """Run every task; yields results in input order when streaming."""
+        coordinator = self.coordinator
+        group = self.group
+        inputs = self.inputs
+        exhausted = False
+        index = 0
+        on_result = self._on_result
+        try:
+            while True:
+                if self.stop_error is not None:
+                    self._stop()
+                while not exhausted and coordinator.load + len(self.buffer) < self.window:
+                    try:
+                        args, kwargs = next(inputs)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    if not self.streaming:
+                        self.results.append(None)
+                    coordinator.add(_Task(group, index, args, kwargs, on_result))
+                    index += 1
+                if self.stop_error is not None:
+                    self._stop()
+                if self.streaming:
+                    buffer = self.buffer
+                    while self.next_index in buffer:
+                        result = buffer.pop(self.next_index)
+                        self.next_index += 1
+                        yield result
+                if coordinator.idle():
+                    if exhausted:
+                        return
+                    continue
+                coordinator.step()
+        except BaseException:
+            coordinator.cancel()
+            raise
+
+    def _stop(self) -> None:
+        cause = self.stop_error
+        self.coordinator.cancel()
+        if self.streaming:
+            finished = [self.buffer[i] for i in sorted(self.buffer)]
+        else:
+            finished = [r for r in self.results if r is not None]
+        run = EventRun(
+            self.group.name, False, finished, self.coordinator.clock.monotonic() - self.started
+        )
+        raise StopProcessingError(
+            f"{self.group.name} stopped: a task ended with {type(cause).__name__}: {cause}",
+            run,
+        ) from cause
+
+    def collect(self) -> EventRun:
+        for _ in self.execute():
+            pass  # pragma: no cover - not streaming, nothing is yielded
+        results: list[EventResult] = self.results  # type: ignore[assignment]
+        failures = sum(1 for r in results if r.error)
+        success = evaluate(
+            self.group.settings.execution_evaluation_state, len(results) - failures, failures
+        )
+        duration = self.coordinator.clock.monotonic() - self.started
+        return EventRun(self.group.name, success, results, duration)
+
+
+def _check_event(event: object) -> type[EventBase]:
+    if not (isinstance(event, type) and issubclass(event, EventBase)):
+        raise TypeError(
+            f"expected an EventBase subclass (a class-based or @event event), got {event!r}"
+        )
+    return event
+
+
+def _zip_inputs(
+    iterables: tuple[Iterable[Any], ...],
+) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    no_kwargs: dict[str, Any] = {}
+    for args in zip(*iterables):
+        yield args, no_kwargs
+
+
+class Runner:
+    """Runs events on their executors, with retries, windows and evaluation.
+
+    A runner builds one executor per (executor class, effective configuration) and reuses it
+    until :meth:`shutdown`. It is a context manager and may be shared by threads.
+
+    Args:
+        window: the most tasks of one call in flight, waiting for a retry, or (for
+            :meth:`imap`) finished and buffered behind an earlier task. Default:
+            128 per worker of the event's executor, at most 10,000.
+    """
+
+    def __init__(self, *, window: int | None = None, _clock: Clock | None = None) -> None:
+        if window is not None and (
+            not isinstance(window, int) or isinstance(window, bool) or window < 1
+        ):
+            raise ValueError(f"window must be an int greater than 0 or None, got {window!r}")
+        self.window = window
+        self._clock = _clock or Clock()
+        self._lock = threading.Lock()
+        self._executors: dict[tuple[Any, ...], Executor] = {}
+        self._retired: list[Executor] = []
+        self._portable: set[type[EventBase]] = set()
+        self._closed = False
+        self._calls = itertools.count(1)
+
+    # -- the three calls -------------------------------------------------------------------
+    def run(self, event: type[EventBase], /, *args: Any, **kwargs: Any) -> EventRun:
+        """Run one task, ``process(*args, **kwargs)``.
+
+        Returns:
+            The :class:`EventRun` of that one task.
+
+        Raises:
+            TypeError: ``event`` is not an event class.
+            ImproperlyConfigured: a setting reassigned since class creation is invalid, or
+                the event cannot be sent to its process pool.
+            StopProcessingError: the task ended with an exception and the event has
+                ``stop_on_exception=True``.
+        """
+        event = _check_event(event)
+        return _EventCall(self, event, iter([(args, kwargs)]), streaming=False).collect()
+
+    def map(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> EventRun:
+        """Run one task per item of ``zip(*iterables)``, like :meth:`Executor.map`.
+
+        Returns:
+            The :class:`EventRun`, with results in input order.
+        """
+        event = _check_event(event)
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        return _EventCall(self, event, _zip_inputs(iterables), streaming=False).collect()
+
+    def imap(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> Iterator[EventResult]:
+        """Stream one result per item of ``zip(*iterables)``, in input order.
+
+        Inputs are read lazily and at most ``window`` tasks are in flight or buffered, so
+        memory stays flat whatever the input length. Closing the iterator early cancels
+        the tasks that have not started.
+        """
+        event = _check_event(event)
+        if not iterables:
+            raise TypeError("imap() needs at least one iterable")
+        call = _EventCall(self, event, _zip_inputs(iterables), streaming=True)
+        return call.execute()
+
+    # -- executors ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Runner has been shut down")
+
+    def _next_call(self) -> int:
+        return next(self._calls)
+
+    def _executor_for(
+        self, event: type[EventBase], settings: EventSettings
+    ) -> tuple[Executor, tuple[Any, ...] | None]:
+        self._check_open()
+        executor = settings.executor
+        if sends_work_away(executor) and event not in self._portable:
+            self._check_portable(event)
+        if not isinstance(executor, type):
+            return executor, None
+        kwargs = executor_kwargs(executor, settings.executor_config)
+        key = (executor, *sorted(kwargs.items()))
+        with self._lock:
+            self._check_open()
+            cached = self._executors.get(key)
+            if cached is None:
+                cached = self._executors[key] = build_executor(executor, kwargs)
+        return cached, key
+
+    def _check_portable(self, event: type[EventBase]) -> None:
+        try:
+            portable = pickle.loads(pickle.dumps(event)) is event
+            problem = "it pickles as a different object"
+        except Exception as exc:
+            portable = False
+            problem = f"{type(exc).__name__}: {exc}"
+        if not portable:
+            raise ImproperlyConfigured(
+                f"{event.__name__} cannot be sent to a worker process ({problem}); "
+                "define the event at module level, importable by the workers"
+            )
+        self._portable.add(event)
+
+    def _replace_executor(self, key: tuple[Any, ...], broken: Executor) -> Executor:
+        """Swap a broken pool for a fresh one (once, however many calls notice)."""
+        with self._lock:
+            self._check_open()
+            current = self._executors.get(key)
+            if current is None or current is broken:
+                current = self._executors[key] = build_executor(key[0], dict(key[1:]))
+                self._retired.append(broken)
+        # A broken pool has already lost its workers; this only joins its threads.
+        broken.shutdown(wait=True, cancel_futures=True)
+        return current
+
+    # -- lifetime ------------------------------------------------------------------------
+    def shutdown(self, wait: bool = True) -> None:
+        """Shut down every executor this runner created; executor instances are left alone.
+
+        Work not yet started is cancelled. With ``wait=True`` (the default) this returns
+        once no thread or process of those executors is left.
+        """
+        with self._lock:
+            self._closed = True
+            executors = [*self._executors.values(), *self._retired]
+            self._executors.clear()
+            self._retired.clear()
+        for executor in executors:
+            executor.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+_default_runner: Runner | None = None
+_default_lock = threading.Lock()
+
+
+def default_runner() -> Runner:
+    """The process-wide runner behind ``MyEvent.run`` and friends; shut down at exit."""
+    global _default_runner
+    runner = _default_runner
+    if runner is None:
+        with _default_lock:
+            if _default_runner is None:
+                _default_runner = Runner()
+                atexit.register(_default_runner.shutdown)
+            runner = _default_runner
+    return runner
+
+
+def run(event: type[EventBase], /, *args: Any, **kwargs: Any) -> EventRun:
+    """Run one task of ``event`` on the default runner: ``process(*args, **kwargs)``."""
+    return default_runner().run(event, *args, **kwargs)

@@ -1,0 +1,152 @@
+"""What runs inside a worker: exactly one attempt per task, never a backoff wait.
+
+A batch is a list of tasks of one event; each task's attempt is judged here, where its
+exception is still the real object, and comes back as an *outcome* ``(kind, value)``:
+
+* ``OK``: ``process`` returned a well-formed ``(bool, value)`` tuple (``value`` is it);
+* ``RETRY``: ``process`` raised an exception the retry policy retries (``value`` is it);
+* ``FATAL``: anything else that ends the task (``value`` is the exception).
+
+For executors that run work in other processes the batch travels as pickled bytes, one
+blob per task, both ways: a task whose arguments or result cannot cross the boundary fails
+alone, with a message that says so, and never breaks the pool.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+import traceback
+from typing import Any
+
+from ._retry import is_retryable
+
+__all__ = ["FATAL", "OK", "RETRY", "RemoteException", "RemoteTraceback", "run_batch", "run_pickled"]
+
+OK = 0
+RETRY = 1
+FATAL = 2
+
+Outcome = tuple[int, Any]
+Item = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _describe(value: object, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def attempt(
+    event_class: type[Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    retry_on: tuple[type[BaseException], ...] | None,
+) -> Outcome:
+    """Call ``process`` once and classify what happened; ``retry_on`` None means no retry."""
+    try:
+        returned = event_class().process(*args, **kwargs)
+    except Exception as exc:
+        if retry_on is not None and is_retryable(retry_on, exc):
+            return RETRY, exc
+        return FATAL, exc
+    if isinstance(returned, tuple) and len(returned) == 2 and isinstance(returned[0], bool):
+        return OK, returned
+    return FATAL, TypeError(
+        f"{event_class.__name__}.process must return a 2-tuple (bool, value), "
+        f"but it returned {_describe(returned)}"
+    )
+
+
+def run_batch(
+    event_class: type[Any],
+    items: list[Item],
+    retry_on: tuple[type[BaseException], ...] | None,
+) -> tuple[float, list[Outcome]]:
+    """One attempt for each task of a batch, in the calling process.
+
+    Returns:
+        The seconds the batch took (the runner sizes later batches with it), and one
+        outcome per task.
+    """
+    started = time.perf_counter()
+    outcomes = [attempt(event_class, args, kwargs, retry_on) for args, kwargs in items]
+    return time.perf_counter() - started, outcomes
+
+
+class RemoteTraceback(Exception):
+    """Carries the text of a traceback formatted in a worker process."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class RemoteException(Exception):
+    """Stands in for an exception raised in a worker process that could not be pickled.
+
+    Attributes:
+        type_name: the original exception's qualified type name.
+        message: ``str()`` of the original exception.
+    """
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(type_name, message)
+        self.type_name = type_name
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message} (the original exception could not be pickled)"
+
+
+def _portable(event_class: type[Any], outcome: Outcome) -> bytes:
+    kind, value = outcome
+    tb_text = None
+    if kind != OK:
+        tb_text = "".join(traceback.format_exception(value))
+        value.__traceback__ = None
+        try:
+            # Loading matters too: an exception whose __init__ needs other arguments
+            # pickles fine and then fails to load in the parent.
+            pickle.loads(pickle.dumps(value))
+        except Exception:
+            cls = type(value)
+            value = RemoteException(f"{cls.__module__}.{cls.__qualname__}", str(value))
+    try:
+        return pickle.dumps((kind, value, tb_text), pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        failure = TypeError(
+            f"{event_class.__name__}.process returned a value that cannot be sent back from "
+            f"a worker process: {type(value[1]).__name__} ({exc})"
+        )
+        return pickle.dumps((FATAL, failure, None), pickle.HIGHEST_PROTOCOL)
+
+
+def run_pickled(
+    event_class: type[Any],
+    payloads: list[bytes],
+    retry_on: tuple[type[BaseException], ...] | None,
+) -> tuple[float, list[bytes]]:
+    """Like :func:`run_batch`, for pickled ``(args, kwargs)`` tasks and pickled outcomes."""
+    started = time.perf_counter()
+    outcomes = [
+        _portable(event_class, attempt(event_class, *pickle.loads(payload), retry_on))
+        for payload in payloads
+    ]
+    return time.perf_counter() - started, outcomes
+
+
+def load_outcome(event_name: str, blob: bytes) -> Outcome:
+    """Unpickle one outcome from :func:`run_pickled`, in the parent."""
+    try:
+        kind, value, tb_text = pickle.loads(blob)
+    except Exception as exc:
+        return FATAL, TypeError(
+            f"{event_name}: the outcome of a task could not be unpickled in the parent "
+            f"process: {exc!r}"
+        )
+    if tb_text is not None:
+        value.__cause__ = RemoteTraceback(tb_text)
+    return kind, value

@@ -1,0 +1,39 @@
+"""The exceptions event_pipeline raises on purpose.
+
+Each one subclasses the builtin that already describes it, so ``except TypeError`` or
+``except ValueError`` clauses written before this library keep working.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._results import EventRun
+
+__all__ = ["ImproperlyConfigured", "StopProcessingError"]
+
+
+class ImproperlyConfigured(TypeError, ValueError):
+    """An event, or a configuration object, was declared with a value it cannot run with.
+
+    Raised when the class is created wherever possible, so a mistake fails at import time.
+    The message names the event class, the attribute and the offending value.
+    """
+
+
+class StopProcessingError(Exception):
+    """A task of an event with ``stop_on_exception=True`` ended with an exception.
+
+    The task's exception is the ``__cause__``; the results finished so far are in :attr:`run`.
+
+    Attributes:
+        run: the partial :class:`~event_pipeline.EventRun` (its ``success`` is False).
+    """
+
+    def __init__(self, message: str, run: EventRun) -> None:
+        super().__init__(message)
+        self.run = run
+
+    def __reduce__(self) -> tuple[type[StopProcessingError], tuple[str, EventRun]]:
+        return type(self), (str(self), self.run)

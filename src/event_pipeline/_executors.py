@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import multiprocessing
 import os
@@ -62,9 +61,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-@functools.lru_cache(maxsize=None)
+_signatures: dict[type[Executor], tuple[frozenset[str], bool]] = {}
+
+
 def _accepted(executor_class: type[Executor]) -> tuple[frozenset[str], bool]:
     """The keyword names ``executor_class.__init__`` takes, and whether it takes ``**kwargs``."""
+    cached = _signatures.get(executor_class)
+    if cached is None:
+        cached = _signatures[executor_class] = _inspect_init(executor_class)
+    return cached
+
+
+def _inspect_init(executor_class: type[Executor]) -> tuple[frozenset[str], bool]:
     try:
         parameters = inspect.signature(executor_class.__init__).parameters.values()
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ._config import RetryPolicy
 
-__all__ = ["backoff", "is_retryable", "retry_overrides", "RetryOverride"]
+__all__ = ["RetryOverride", "backoff", "is_retryable", "retry_overrides"]
 
 # ``2.0 ** 1024`` overflows a float, and from there on ``backoff_factor * 2 ** n`` is beyond
 # any finite ``max_backoff`` for every positive factor a float can hold.

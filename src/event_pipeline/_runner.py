@@ -44,7 +44,7 @@ from ._event import EventBase, EventSettings, settings_of
 from ._executors import build_executor, executor_kwargs, sends_work_away, worker_count
 from ._results import EventResult, EventRun
 from ._retry import backoff, is_retryable, retry_overrides
-from ._worker import FATAL, OK, RETRY, Outcome, load_outcome, run_batch, run_pickled
+from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
 from .exceptions import ImproperlyConfigured, StopProcessingError
 
 __all__ = ["Clock", "Runner", "default_runner", "run"]
@@ -79,7 +79,17 @@ class Clock:
 class _Task:
     """One unit of work: one set of arguments for one event, over all its attempts."""
 
-    __slots__ = ("args", "attempts", "group", "index", "kwargs", "on_result", "payload", "started")
+    __slots__ = (
+        "args",
+        "attempts",
+        "group",
+        "index",
+        "isolate",
+        "kwargs",
+        "on_result",
+        "payload",
+        "started",
+    )
 
     def __init__(
         self,
@@ -97,6 +107,8 @@ class _Task:
         self.attempts = 0
         self.started: float | None = None
         self.payload: bytes | None = None
+        #: Run alone on the isolation pool: it was in a pool that broke.
+        self.isolate = False
 
 
 class _Group:
@@ -107,12 +119,14 @@ class _Group:
         "event",
         "executor",
         "executor_key",
+        "isolating",
         "max_batches",
         "name",
         "per_task",
         "ready",
         "remote",
         "settings",
+        "suspects",
         "task_prefix",
         "window",
     )
@@ -136,6 +150,9 @@ class _Group:
         self.task_prefix = task_prefix
         self.ready: deque[_Task] = deque()
         self.batches_in_flight = 0
+        # Tasks that were in a pool when it broke, waiting to be re-run one at a time.
+        self.suspects: deque[_Task] = deque()
+        self.isolating = False
         self.max_batches = 2 * worker_count(executor)
         # Seconds per task as measured inside the workers; None until a batch came back.
         self.per_task: float | None = None
@@ -165,13 +182,29 @@ class _Group:
         return backoff(policy, retry)
 
 
+class _NotReplaceable(Exception):
+    """The broken executor is the user's own; its tasks have been settled."""
+
+
+def _isolation_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The cache key of the one-worker pool where suspects of ``key``'s pool are re-run."""
+    kwargs = dict(key[1:])
+    if "max_workers" in kwargs:
+        kwargs["max_workers"] = 1
+    return (key[0], *sorted(kwargs.items()), _ISOLATION)
+
+
+_ISOLATION = ("isolation", True)
+
+
 class _Coordinator:
     """Schedules tasks on executors for one call, in the calling thread."""
 
     def __init__(self, runner: Runner, clock: Clock) -> None:
         self.runner = runner
         self.clock = clock
-        self.in_flight: dict[Future[Any], tuple[_Group, list[_Task]]] = {}
+        #: Future -> (group, its tasks, the executor it went to, whether run in isolation).
+        self.in_flight: dict[Future[Any], tuple[_Group, list[_Task], Executor, bool]] = {}
         self.retries: list[tuple[float, int, _Task]] = []
         self.groups: list[_Group] = []
         self._sequence = itertools.count()
@@ -207,9 +240,12 @@ class _Coordinator:
         retries = self.retries
         while retries and retries[0][0] <= now:
             task = heapq.heappop(retries)[2]
-            task.group.ready.appendleft(task)
+            if task.isolate:
+                task.group.suspects.append(task)
+            else:
+                task.group.ready.appendleft(task)
         for group in self.groups:
-            if group.ready:
+            if group.ready or group.suspects:
                 self._dispatch(group)
         if self.in_flight:
             timeout = max(0.0, retries[0][0] - clock.monotonic()) if retries else None
@@ -227,6 +263,8 @@ class _Coordinator:
 
     # -- submitting ----------------------------------------------------------------------
     def _dispatch(self, group: _Group) -> None:
+        if group.suspects and not group.isolating:
+            self._submit(group, [group.suspects.popleft()], isolated=True)
         ready = group.ready
         while ready and group.batches_in_flight < group.max_batches:
             size = group.batch_size()
@@ -236,21 +274,33 @@ class _Coordinator:
                 tasks = [ready.popleft() for _ in range(min(size, len(ready)))]
             self._submit(group, tasks)
 
-    def _submit(self, group: _Group, tasks: list[_Task]) -> None:
+    def _submit(self, group: _Group, tasks: list[_Task], isolated: bool = False) -> None:
         now = self.clock.monotonic()
         for task in tasks:
             if task.started is None:
                 task.started = now
         retry_on = group.settings.retry_on
+        if isolated:
+            assert group.executor_key is not None
+            executor = self.runner._isolation_executor(group.executor_key)
+        else:
+            executor = group.executor
+        future: Future[Any]
         try:
             if group.remote:
-                payloads = [task.payload for task in tasks]
-                future = group.executor.submit(run_pickled, group.event, payloads, retry_on)
+                payloads: list[Any] = [task.payload for task in tasks]
+                future = executor.submit(run_pickled, group.event, payloads, retry_on)
             else:
                 items = [(task.args, task.kwargs) for task in tasks]
-                future = group.executor.submit(run_batch, group.event, items, retry_on)
+                future = executor.submit(run_batch, group.event, items, retry_on)
         except BrokenExecutor as exc:
-            self._broken(group, tasks, exc)
+            # The pool broke before it took these tasks: they never ran, so they are
+            # not suspects; they wait for the fresh pool.
+            try:
+                self._replace(group, executor, isolated, exc, tasks)
+            except _NotReplaceable:
+                return
+            (group.suspects if isolated else group.ready).extendleft(reversed(tasks))
             return
         except RuntimeError as exc:
             self.runner._check_open()
@@ -262,13 +312,19 @@ class _Coordinator:
             for task in tasks:
                 self._settle(task, FATAL, error, now)
             return
-        group.batches_in_flight += 1
-        self.in_flight[future] = (group, tasks)
+        if isolated:
+            group.isolating = True
+        else:
+            group.batches_in_flight += 1
+        self.in_flight[future] = (group, tasks, executor, isolated)
 
     # -- completions ---------------------------------------------------------------------
     def _complete(self, future: Future[Any]) -> None:
-        group, tasks = self.in_flight.pop(future)
-        group.batches_in_flight -= 1
+        group, tasks, executor, isolated = self.in_flight.pop(future)
+        if isolated:
+            group.isolating = False
+        else:
+            group.batches_in_flight -= 1
         now = self.clock.monotonic()
         if future.cancelled():
             self.runner._check_open()
@@ -281,7 +337,7 @@ class _Coordinator:
             if not isinstance(exc, Exception):
                 raise exc
             if isinstance(exc, BrokenExecutor):
-                self._broken(group, tasks, exc)
+                self._broken(group, tasks, executor, isolated, exc)
                 return
             for task in tasks:
                 task.attempts += 1
@@ -295,20 +351,64 @@ class _Coordinator:
         if group.remote:
             name = group.name
             outcomes = [load_outcome(name, blob) for blob in outcomes]
-        for task, (kind, value) in zip(tasks, outcomes):
+        for task, (kind, value) in zip(tasks, outcomes, strict=True):
             task.attempts += 1
             self._settle(task, kind, value, now)
 
-    def _broken(self, group: _Group, tasks: list[_Task], exc: BaseException) -> None:
-        """A worker died and broke the pool: replace it; each task in it is charged."""
-        if group.executor_key is not None:
-            group.executor = self.runner._replace_executor(group.executor_key, group.executor)
-        now = self.clock.monotonic()
+    def _replace(
+        self,
+        group: _Group,
+        broken: Executor,
+        isolated: bool,
+        exc: BaseException,
+        tasks: list[_Task],
+    ) -> None:
+        key = group.executor_key
+        if key is None:
+            # Not the runner's pool to replace: the tasks end with the error.
+            now = self.clock.monotonic()
+            for task in tasks:
+                task.attempts += 1
+                self._settle(task, self._classify(group, exc), exc, now)
+            raise _NotReplaceable
+        if isolated:
+            self.runner._replace_executor(_isolation_key(key), broken)
+        else:
+            group.executor = self.runner._replace_executor(key, broken)
+
+    def _broken(
+        self,
+        group: _Group,
+        tasks: list[_Task],
+        executor: Executor,
+        isolated: bool,
+        exc: BaseException,
+    ) -> None:
+        """A worker died and broke the pool that ran ``tasks``.
+
+        The standard library fails every task that was in a broken pool, guilty or not.
+        Those tasks become suspects, each re-run alone on a one-worker isolation pool: a
+        suspect that breaks that pool too is the culprit and is charged an attempt that
+        raised ``exc``; the others were innocent and are charged nothing.
+        """
+        try:
+            self._replace(group, executor, isolated, exc, tasks)
+        except _NotReplaceable:
+            return
+        if isolated:
+            now = self.clock.monotonic()
+            for task in tasks:
+                task.attempts += 1
+                self._settle(task, self._classify(group, exc), exc, now)
+            return
         for task in tasks:
-            task.attempts += 1
-            retry_on = group.settings.retry_on
-            kind = RETRY if retry_on is not None and is_retryable(retry_on, exc) else FATAL
-            self._settle(task, kind, exc, now)
+            task.isolate = True
+        group.suspects.extend(tasks)
+
+    @staticmethod
+    def _classify(group: _Group, exc: BaseException) -> int:
+        retry_on = group.settings.retry_on
+        return RETRY if retry_on is not None and is_retryable(retry_on, exc) else FATAL
 
     def _settle(self, task: _Task, kind: int, value: Any, now: float) -> None:
         group = task.group
@@ -371,7 +471,9 @@ class _EventCall:
     ) -> None:
         settings = settings_of(event)
         executor, key = runner._executor_for(event, settings)
-        window = runner.window or min(MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor))
+        window = runner.window or min(
+            MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor)
+        )
         self.coordinator = _Coordinator(runner, runner._clock)
         self.group = _Group(event, settings, executor, key, window, f"{runner._next_call()}.")
         self.coordinator.groups.append(self.group)
@@ -474,7 +576,7 @@ def _zip_inputs(
     iterables: tuple[Iterable[Any], ...],
 ) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
     no_kwargs: dict[str, Any] = {}
-    for args in zip(*iterables):
+    for args in zip(*iterables, strict=False):
         yield args, no_kwargs
 
 
@@ -585,13 +687,27 @@ class Runner:
             )
         self._portable.add(event)
 
+    @staticmethod
+    def _build(key: tuple[Any, ...]) -> Executor:
+        return build_executor(key[0], dict(item for item in key[1:] if item != _ISOLATION))
+
+    def _isolation_executor(self, key: tuple[Any, ...]) -> Executor:
+        """The one-worker pool that re-runs suspects of ``key``'s pool, one at a time."""
+        key = _isolation_key(key)
+        with self._lock:
+            self._check_open()
+            executor = self._executors.get(key)
+            if executor is None:
+                executor = self._executors[key] = self._build(key)
+        return executor
+
     def _replace_executor(self, key: tuple[Any, ...], broken: Executor) -> Executor:
         """Swap a broken pool for a fresh one (once, however many calls notice)."""
         with self._lock:
             self._check_open()
             current = self._executors.get(key)
             if current is None or current is broken:
-                current = self._executors[key] = build_executor(key[0], dict(key[1:]))
+                current = self._executors[key] = self._build(key)
                 self._retired.append(broken)
         # A broken pool has already lost its workers; this only joins its threads.
         broken.shutdown(wait=True, cancel_futures=True)

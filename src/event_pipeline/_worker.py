@@ -131,10 +131,10 @@ def run_pickled(
 ) -> tuple[float, list[bytes]]:
     """Like :func:`run_batch`, for pickled ``(args, kwargs)`` tasks and pickled outcomes."""
     started = time.perf_counter()
-    outcomes = [
-        _portable(event_class, attempt(event_class, *pickle.loads(payload), retry_on))
-        for payload in payloads
-    ]
+    outcomes = []
+    for payload in payloads:
+        args, kwargs = pickle.loads(payload)
+        outcomes.append(_portable(event_class, attempt(event_class, args, kwargs, retry_on)))
     return time.perf_counter() - started, outcomes
 
 

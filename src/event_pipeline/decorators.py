@@ -47,7 +47,7 @@ def event(
     max_tasks_per_child: int | EmptyType = ...,
     thread_name_prefix: str | EmptyType = ...,
     stop_on_exception: bool | EmptyType = ...,
-    retry_policy: RetryPolicy | dict[str, Any] | None | EmptyType = ...,
+    retry_policy: RetryPolicy | dict[str, Any] | EmptyType | None = ...,
     executor_config: ExecutorInitializerConfig | dict[str, Any] | EmptyType = ...,
     execution_evaluation_state: EventExecutionEvaluationState | EmptyType = ...,
 ) -> Callable[[_Function], type[EventBase]]: ...
@@ -62,7 +62,7 @@ def event(
     max_tasks_per_child: int | EmptyType = EMPTY,
     thread_name_prefix: str | EmptyType = EMPTY,
     stop_on_exception: bool | EmptyType = EMPTY,
-    retry_policy: RetryPolicy | dict[str, Any] | None | EmptyType = EMPTY,
+    retry_policy: RetryPolicy | dict[str, Any] | EmptyType | None = EMPTY,
     executor_config: ExecutorInitializerConfig | dict[str, Any] | EmptyType = EMPTY,
     execution_evaluation_state: EventExecutionEvaluationState | EmptyType = EMPTY,
 ) -> type[EventBase] | Callable[[_Function], type[EventBase]]:

@@ -43,6 +43,7 @@ from ._evaluation import evaluate
 from ._event import EventBase, EventSettings, settings_of
 from ._executors import build_executor, executor_kwargs, sends_work_away, worker_count
 from ._results import EventResult, EventRun
+from ._sentinel import EMPTY
 from ._retry import backoff, is_retryable, retry_overrides
 from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
 from .exceptions import ImproperlyConfigured, StopProcessingError
@@ -158,9 +159,13 @@ class _Group:
         self.per_task: float | None = None
 
     def batch_size(self) -> int:
-        if self.per_task is None or self.settings.stop_on_exception:
-            # Unknown durations, or a run that must stop before further tasks start:
-            # one task per work item.
+        if (
+            self.per_task is None
+            or self.settings.stop_on_exception
+            or self.settings.executor_config.max_tasks_per_child is not EMPTY
+        ):
+            # Unknown durations; a run that must stop before further tasks start; a pool
+            # that counts work items per worker process: one task per work item.
             return 1
         by_time = int(BATCH_TARGET_SECONDS / max(self.per_task, 1e-9))
         return max(1, min(MAX_BATCH, by_time, self.window // self.max_batches))

@@ -1,0 +1,114 @@
+"""Module-level functions and events for tests/test_dask.py: Dask workers import them.
+
+The workers of a local cluster inherit ``sys.path``; the external worker started by the tests
+gets ``src/`` and ``tests/`` on its ``PYTHONPATH``. Attempts are counted in files, since every
+attempt may run in a different process.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from event_pipeline import EventBase, RetryPolicy
+from event_pipeline.executors.dask import DaskExecutor
+
+# Created at import, also in every worker that imports this module: it must not connect
+# before its first submission. The tests point it at their cluster with the environment
+# variable, and shut it down themselves (the runner never shuts down an instance).
+FROM_ENVIRONMENT = DaskExecutor()
+
+
+def echo(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    return args, kwargs
+
+
+def mark(path: str) -> str:
+    """Append a line naming this call to ``path``; return the line."""
+    line = f"{os.getpid()}-{uuid.uuid4().hex}"
+    with open(path, "a") as f:
+        f.write(line + "\n")
+    return line
+
+
+def count_attempt(path: str) -> int:
+    """Append one mark to ``path`` and return how many there are now."""
+    with open(path, "a") as f:
+        f.write("x")
+    return len(Path(path).read_text())
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def exit_worker() -> None:
+    os._exit(13)
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+class EchoBase(EventBase):
+    def process(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        return True, (args, kwargs)
+
+
+class Echo(EchoBase):
+    """Runs on a Dask executor the runner creates (a local cluster, or the env var's)."""
+
+    executor = DaskExecutor
+    executor_config = {"max_workers": 2}
+
+
+class EchoFromEnvironment(EchoBase):
+    executor = FROM_ENVIRONMENT
+
+
+class EchoByAddress(EchoBase):
+    """The tests set ``executor`` to ``DaskExecutor(address=...)`` once the cluster is up."""
+
+
+class FlakyBase(EventBase):
+    """Raises ConnectionError for the first ``failures`` attempts counted in ``path``."""
+
+    retry_policy = RetryPolicy(max_attempts=3, backoff_factor=0.01, max_backoff=0.05)
+
+    def process(self, path: str, failures: int) -> tuple[bool, Any]:
+        attempt = count_attempt(path)
+        if attempt <= failures:
+            raise ConnectionError(f"attempt {attempt} of {path} failed")
+        return True, attempt
+
+
+class Flaky(FlakyBase):
+    executor = DaskExecutor
+    executor_config = {"max_workers": 2}
+
+
+class FlakyFromEnvironment(FlakyBase):
+    executor = FROM_ENVIRONMENT
+
+
+class Mark(EventBase):
+    executor = DaskExecutor
+    executor_config = {"max_workers": 2}
+
+    def process(self, path: str) -> tuple[bool, Any]:
+        return True, mark(path)
+
+
+class ExitWorker(EventBase):
+    executor = DaskExecutor
+    executor_config = {"max_workers": 2}
+
+    def process(self) -> tuple[bool, Any]:
+        exit_worker()
+        return True, None  # never reached
+
+
+class ExitWorkerFromEnvironment(ExitWorker):
+    executor = FROM_ENVIRONMENT
+    executor_config = {}

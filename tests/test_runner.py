@@ -14,7 +14,13 @@ import pytest
 from conftest import leftovers
 from helpers_events import BadShape, Echo, Flaky, Interrupt, Listed, NoRetry, Square, Stopper, variant
 
-from event_pipeline import EventBase, EventResult, RetryPolicy, Runner, StopProcessingError
+from event_pipeline import (
+    EventBase,
+    EventResult,
+    ImproperlyConfigured,
+    Runner,
+    StopProcessingError,
+)
 
 
 def counter(tmp_path: Path) -> Iterator[str]:
@@ -283,6 +289,12 @@ def test_event_must_be_an_event_class(runner: Runner) -> None:
             runner.run(bad)  # type: ignore[arg-type]
 
 
+def test_abstract_event_is_refused(runner: Runner) -> None:
+    """An event without process() is a TypeError before anything runs."""
+    with pytest.raises(TypeError, match="EventBase cannot run: it does not define process"):
+        runner.run(EventBase)
+
+
 def test_zero_tasks(runner: Runner, kind: str) -> None:
     """A map over nothing makes no task and evaluates the empty case."""
     run = runner.map(variant(Echo, kind), [])
@@ -306,3 +318,39 @@ def test_class_methods_use_the_default_runner() -> None:
     assert [r.content for r in event.imap([3])] == [9]
     assert event_pipeline.run(event, 4).results[0].content == 16
 
+
+
+def test_local_event_class_refused_by_process_pool() -> None:
+    """A class defined in a function cannot reach a process worker: a clear error first."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Local(EventBase):
+        executor = ProcessPoolExecutor
+
+        def process(self) -> tuple[bool, Any]:
+            return True, None  # pragma: no cover
+
+    before = set(multiprocessing.active_children())
+    with Runner() as runner, pytest.raises(ImproperlyConfigured, match="define the event at module level") as info:
+        runner.run(Local)
+    assert "Local" in str(info.value)
+    assert set(multiprocessing.active_children()) == before
+
+
+def test_unpicklable_argument_fails_its_task_only() -> None:
+    """A lambda argument fails that task with a TypeError naming the event; others run."""
+    with Runner() as runner:
+        run = runner.map(variant(Echo, "process"), [1, lambda: 2, 3])
+    assert [r.error for r in run.results] == [False, True, False]
+    failed = run.results[1]
+    assert isinstance(failed.exception, TypeError) and failed.attempts == 0
+    assert "Echo_process" in str(failed.exception) and "module level" in str(failed.exception)
+
+
+def test_process_pool_exceptions_keep_their_traceback(tmp_path: Path) -> None:
+    """An exception from a worker process carries the worker's traceback text as cause."""
+    with Runner() as runner:
+        run = runner.run(variant(NoRetry, "process"), str(tmp_path / "a"), 1, "ValueError")
+    [result] = run.results
+    assert isinstance(result.exception, ValueError)
+    assert "in process" in str(result.exception.__cause__)

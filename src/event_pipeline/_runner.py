@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import heapq
+import inspect
 import itertools
 import logging
 import pickle
@@ -574,6 +575,8 @@ def _check_event(event: object) -> type[EventBase]:
         raise TypeError(
             f"expected an EventBase subclass (a class-based or @event event), got {event!r}"
         )
+    if inspect.isabstract(event):
+        raise TypeError(f"{event.__name__} cannot run: it does not define process()")
     return event
 
 

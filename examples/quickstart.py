@@ -91,7 +91,7 @@ def main() -> None:
         print("   ", runner.run(Greet, "world").results[0].content)
 
         print("2. A decorated function over many inputs")
-        run = runner.map(word_length, "the quick brown fox".split())
+        run = runner.map(word_length, ["the", "quick", "brown", "fox"])
         print("   ", [r.content for r in run.results], "success:", run.success)
 
         print("3. A retry with backoff (0.1 s, then 0.2 s)")

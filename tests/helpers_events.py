@@ -65,7 +65,11 @@ class Flaky(EventBase):
 class Listed(Flaky):
     """Only connection errors (and subclasses) are retried."""
 
-    retry_policy = {"max_attempts": 4, "backoff_factor": 0.001, "retry_on_exceptions": [ConnectionError]}
+    retry_policy = {
+        "max_attempts": 4,
+        "backoff_factor": 0.001,
+        "retry_on_exceptions": [ConnectionError],
+    }
 
 
 class NoRetry(Flaky):

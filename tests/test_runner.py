@@ -11,15 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import leftovers
-from helpers_events import BadShape, Echo, Flaky, Interrupt, Listed, NoRetry, Square, Stopper, variant
 
+from conftest import leftovers
 from event_pipeline import (
     EventBase,
     EventResult,
     ImproperlyConfigured,
     Runner,
     StopProcessingError,
+)
+from helpers_events import (
+    BadShape,
+    Echo,
+    Flaky,
+    Interrupt,
+    Listed,
+    NoRetry,
+    Square,
+    Stopper,
+    variant,
 )
 
 
@@ -331,7 +341,10 @@ def test_local_event_class_refused_by_process_pool() -> None:
             return True, None  # pragma: no cover
 
     before = set(multiprocessing.active_children())
-    with Runner() as runner, pytest.raises(ImproperlyConfigured, match="define the event at module level") as info:
+    with (
+        Runner() as runner,
+        pytest.raises(ImproperlyConfigured, match="define the event at module level") as info,
+    ):
         runner.run(Local)
     assert "Local" in str(info.value)
     assert set(multiprocessing.active_children()) == before

@@ -44,8 +44,8 @@ from ._evaluation import evaluate
 from ._event import EventBase, EventSettings, settings_of
 from ._executors import build_executor, executor_kwargs, sends_work_away, worker_count
 from ._results import EventResult, EventRun
-from ._sentinel import EMPTY
 from ._retry import backoff, is_retryable, retry_overrides
+from ._sentinel import EMPTY
 from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
 from .exceptions import ImproperlyConfigured, StopProcessingError
 

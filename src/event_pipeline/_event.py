@@ -48,18 +48,35 @@ class EventSettings(NamedTuple):
     retry_on: tuple[type[BaseException], ...] | None
     execution_evaluation_state: EventExecutionEvaluationState
     stop_on_exception: bool
-    #: The raw attribute values these settings were made from (dicts copied).
-    raw: tuple[Any, ...]
+    #: The value of the settings generation these were validated in.
+    generation: int
+    #: Copies of the settings that are dicts, by name: a dict can change in place.
+    dict_snapshots: tuple[tuple[str, dict[Any, Any]], ...]
 
 
-def _raw_settings(cls: type[EventBase]) -> tuple[Any, ...]:
-    return tuple(
-        dict(value) if isinstance(value, dict) else value
-        for value in (getattr(cls, name) for name in SETTING_NAMES)
-    )
+# Bumped whenever a setting is assigned on any event class after its creation, so a cached
+# validation is known to be current with one integer comparison.
+_generation = 0
 
 
-def _validate(cls: type[EventBase], raw: tuple[Any, ...]) -> EventSettings:
+class _EventMeta(abc.ABCMeta):
+    """Notices reassigned settings, so they are validated again before the next run."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        global _generation
+        super().__setattr__(name, value)
+        if name in SETTING_NAMES:
+            _generation += 1
+
+    def __delattr__(cls, name: str) -> None:
+        global _generation
+        super().__delattr__(name)
+        if name in SETTING_NAMES:
+            _generation += 1
+
+
+def _validate(cls: type[EventBase]) -> EventSettings:
+    raw = [getattr(cls, name) for name in SETTING_NAMES]
     executor, config_value, policy_value, state, stop = raw
     name = cls.__name__
     if isinstance(executor, type):
@@ -89,7 +106,14 @@ def _validate(cls: type[EventBase], raw: tuple[Any, ...]) -> EventSettings:
     retry_on = None
     if policy is not None and policy.max_attempts > 1:
         retry_on = tuple(policy.retry_on_exceptions)
-    return EventSettings(executor, config, policy, retry_on, state, stop, raw)
+    snapshots = tuple(
+        (name, dict(value))
+        for name, value in zip(SETTING_NAMES, raw, strict=True)
+        if isinstance(value, dict)
+    )
+    return EventSettings(
+        executor, config, policy, retry_on, state, stop, _generation, snapshots
+    )
 
 
 def settings_of(cls: type[EventBase]) -> EventSettings:
@@ -98,16 +122,22 @@ def settings_of(cls: type[EventBase]) -> EventSettings:
     Raises:
         ImproperlyConfigured: a setting reassigned after class creation is invalid.
     """
-    raw = _raw_settings(cls)
     cached: EventSettings | None = cls.__dict__.get("_event_pipeline_settings")
-    if cached is not None and cached.raw == raw:
+    if (
+        cached is not None
+        and cached.generation == _generation
+        and (
+            not cached.dict_snapshots
+            or all(getattr(cls, name) == snapshot for name, snapshot in cached.dict_snapshots)
+        )
+    ):
         return cached
-    settings = _validate(cls, raw)
+    settings = _validate(cls)
     type.__setattr__(cls, "_event_pipeline_settings", settings)
     return settings
 
 
-class EventBase(abc.ABC):
+class EventBase(metaclass=_EventMeta):
     """Base class of every event: subclass it and define :meth:`process`.
 
     Class attributes declare how the event runs; every one is optional and inherited:

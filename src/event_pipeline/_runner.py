@@ -40,13 +40,20 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from typing import Any
 
+from . import _event as _event_module
 from ._evaluation import evaluate
 from ._event import EventBase, EventSettings, settings_of
-from ._executors import build_executor, executor_kwargs, sends_work_away, worker_count
+from ._executors import (
+    DefaultExecutor,
+    build_executor,
+    executor_kwargs,
+    sends_work_away,
+    worker_count,
+)
 from ._results import EventResult, EventRun
 from ._retry import backoff, is_retryable, retry_overrides
 from ._sentinel import EMPTY
-from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
+from ._worker import FATAL, OK, RETRY, attempt, load_outcome, run_batch, run_pickled
 from .exceptions import ImproperlyConfigured, StopProcessingError
 
 __all__ = ["Clock", "Runner", "default_runner", "run"]
@@ -64,11 +71,9 @@ MAX_BATCH = 1024
 class Clock:
     """Time as the runner sees it: a seam so tests can drive retries without sleeping."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+    # The real functions themselves, not wrappers: ``run`` reads the clock twice per call.
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     def wait(self, futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
         """Block until one of ``futures`` is done or ``timeout`` seconds passed."""
@@ -234,6 +239,11 @@ class _Coordinator:
                 self._settle(task, FATAL, error, self.clock.monotonic())
                 return
         group.ready.append(task)
+
+    def resume(self, task: _Task, kind: int, value: Any) -> None:
+        """Take over a task whose attempt already ran elsewhere, with its outcome."""
+        self.load += 1
+        self._settle(task, kind, value, self.clock.monotonic())
 
     def idle(self) -> bool:
         return self.load == 0
@@ -464,24 +474,31 @@ class _Coordinator:
         task.on_result(task, result)
 
 
+def _stop_message(name: str, cause: BaseException | None) -> str:
+    return f"{name} stopped: a task ended with {type(cause).__name__}: {cause}"
+
+
 class _EventCall:
     """Drives the tasks of one event over its inputs: feeds the window, gathers results."""
 
     def __init__(
         self,
         runner: Runner,
-        event: type[EventBase],
+        plan: _Plan,
         inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]],
         *,
         streaming: bool,
     ) -> None:
-        settings = settings_of(event)
-        executor, key = runner._executor_for(event, settings)
-        window = runner.window or min(
-            MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor)
-        )
+        window = plan.window
         self.coordinator = _Coordinator(runner, runner._clock)
-        self.group = _Group(event, settings, executor, key, window, f"{runner._next_call()}.")
+        self.group = _Group(
+            plan.event,
+            plan.settings,
+            plan.executor,
+            plan.key,
+            window,
+            f"{runner._next_call()}.",
+        )
         self.coordinator.groups.append(self.group)
         self.inputs = inputs
         self.window = window
@@ -553,10 +570,7 @@ class _EventCall:
         run = EventRun(
             self.group.name, False, finished, self.coordinator.clock.monotonic() - self.started
         )
-        raise StopProcessingError(
-            f"{self.group.name} stopped: a task ended with {type(cause).__name__}: {cause}",
-            run,
-        ) from cause
+        raise StopProcessingError(_stop_message(self.group.name, cause), run) from cause
 
     def collect(self) -> EventRun:
         for _ in self.execute():
@@ -568,6 +582,30 @@ class _EventCall:
         )
         duration = self.coordinator.clock.monotonic() - self.started
         return EventRun(self.group.name, success, results, duration)
+
+
+class _Plan:
+    """What a runner settled about an event: its settings and executor, reused by calls."""
+
+    __slots__ = ("event", "executor", "inline", "key", "name", "settings", "window")
+
+    def __init__(
+        self,
+        event: type[EventBase],
+        settings: EventSettings,
+        executor: Executor,
+        key: tuple[Any, ...] | None,
+        window: int,
+    ) -> None:
+        self.event = event
+        self.name = event.__name__
+        self.settings = settings
+        self.executor = executor
+        self.key = key
+        self.window = window
+        # Exactly the library's inline executor: ``run`` may then call ``process`` itself
+        # and skip futures altogether (a subclass may have its own ``submit``).
+        self.inline = type(executor) is DefaultExecutor
 
 
 def _check_event(event: object) -> type[EventBase]:
@@ -611,6 +649,7 @@ class Runner:
         self._executors: dict[tuple[Any, ...], Executor] = {}
         self._retired: list[Executor] = []
         self._portable: set[type[EventBase]] = set()
+        self._plans: dict[type[EventBase], _Plan] = {}
         self._closed = False
         self._calls = itertools.count(1)
 
@@ -628,8 +667,52 @@ class Runner:
             StopProcessingError: the task ended with an exception and the event has
                 ``stop_on_exception=True``.
         """
-        event = _check_event(event)
-        return _EventCall(self, event, iter([(args, kwargs)]), streaming=False).collect()
+        # The common case in a handful of operations: a plan whose settings are current.
+        try:
+            plan = self._plans[event]
+            settings = plan.settings
+            current = settings.generation == _event_module._generation and not (
+                settings.dict_snapshots
+            )
+        except (KeyError, TypeError):
+            current = False
+        if not current:
+            plan = self._plan(event)
+        if plan.inline and not plan.executor._shutdown:  # type: ignore[attr-defined]
+            return self._run_inline(plan, args, kwargs)
+        return _EventCall(self, plan, iter([(args, kwargs)]), streaming=False).collect()
+
+    def _run_inline(
+        self, plan: _Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> EventRun:
+        """``run`` on the inline executor: the first attempt without futures or scheduling.
+
+        A first attempt that calls for a retry hands the task to the coordinator, so
+        retries have one implementation.
+        """
+        clock = self._clock
+        started = clock.monotonic()
+        kind, value = attempt(plan.event, args, kwargs, plan.settings.retry_on)
+        if kind == RETRY:
+            call = _EventCall(self, plan, iter(()), streaming=False)
+            task = _Task(call.group, 0, args, kwargs, call._on_result)
+            task.attempts = 1
+            task.started = call.started = started
+            call.results.append(None)
+            call.coordinator.resume(task, kind, value)
+            return call.collect()
+        duration = clock.monotonic() - started
+        task_id = f"{next(self._calls)}.0"
+        if kind == OK:
+            ok, content = value
+            result = EventResult(not ok, content, None, task_id, plan.name, 1, duration)
+        else:
+            result = EventResult(True, value, value, task_id, plan.name, 1, duration)
+            if plan.settings.stop_on_exception:
+                run = EventRun(plan.name, False, [result], duration)
+                raise StopProcessingError(_stop_message(plan.name, value), run) from value
+        # One task: every evaluation state says success exactly when the task succeeded.
+        return EventRun(plan.name, not result.error, [result], duration)
 
     def map(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> EventRun:
         """Run one task per item of ``zip(*iterables)``, like :meth:`Executor.map`.
@@ -637,10 +720,10 @@ class Runner:
         Returns:
             The :class:`EventRun`, with results in input order.
         """
-        event = _check_event(event)
+        plan = self._plan(event)
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return _EventCall(self, event, _zip_inputs(iterables), streaming=False).collect()
+        return _EventCall(self, plan, _zip_inputs(iterables), streaming=False).collect()
 
     def imap(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> Iterator[EventResult]:
         """Stream one result per item of ``zip(*iterables)``, in input order.
@@ -649,10 +732,10 @@ class Runner:
         memory stays flat whatever the input length. Closing the iterator early cancels
         the tasks that have not started.
         """
-        event = _check_event(event)
+        plan = self._plan(event)
         if not iterables:
             raise TypeError("imap() needs at least one iterable")
-        call = _EventCall(self, event, _zip_inputs(iterables), streaming=True)
+        call = _EventCall(self, plan, _zip_inputs(iterables), streaming=True)
         return call.execute()
 
     # -- executors ---------------------------------------------------------------------
@@ -662,6 +745,23 @@ class Runner:
 
     def _next_call(self) -> int:
         return next(self._calls)
+
+    def _plan(self, event: type[EventBase]) -> _Plan:
+        """The settled plan for ``event``, made again when its settings or executor changed."""
+        if self._closed:
+            self._check_open()
+        try:
+            plan = self._plans.get(event)
+        except TypeError:  # unhashable: certainly not an event class
+            plan = None
+        if plan is not None and plan.settings is settings_of(event):
+            return plan
+        event = _check_event(event)
+        settings = settings_of(event)
+        executor, key = self._executor_for(event, settings)
+        window = self.window or min(MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor))
+        plan = self._plans[event] = _Plan(event, settings, executor, key, window)
+        return plan
 
     def _executor_for(
         self, event: type[EventBase], settings: EventSettings
@@ -717,6 +817,7 @@ class Runner:
             if current is None or current is broken:
                 current = self._executors[key] = self._build(key)
                 self._retired.append(broken)
+                self._plans.clear()
         # A broken pool has already lost its workers; this only joins its threads.
         broken.shutdown(wait=True, cancel_futures=True)
         return current
@@ -730,6 +831,7 @@ class Runner:
         """
         with self._lock:
             self._closed = True
+            self._plans.clear()
             executors = [*self._executors.values(), *self._retired]
             self._executors.clear()
             self._retired.clear()

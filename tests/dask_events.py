@@ -12,13 +12,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from event_pipeline import EventBase, RetryPolicy
+from event_pipeline import EventBase, ExecutorInitializerConfig, RetryPolicy
 from event_pipeline.executors.dask import DaskExecutor
 
 # Created at import, also in every worker that imports this module: it must not connect
 # before its first submission. The tests point it at their cluster with the environment
 # variable, and shut it down themselves (the runner never shuts down an instance).
 FROM_ENVIRONMENT = DaskExecutor()
+
+TWO_WORKERS = ExecutorInitializerConfig(max_workers=2)
 
 
 def echo(*args: Any, **kwargs: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -60,7 +62,7 @@ class Echo(EchoBase):
     """Runs on a Dask executor the runner creates (a local cluster, or the env var's)."""
 
     executor = DaskExecutor
-    executor_config = {"max_workers": 2}
+    executor_config = TWO_WORKERS
 
 
 class EchoFromEnvironment(EchoBase):
@@ -85,7 +87,7 @@ class FlakyBase(EventBase):
 
 class Flaky(FlakyBase):
     executor = DaskExecutor
-    executor_config = {"max_workers": 2}
+    executor_config = TWO_WORKERS
 
 
 class FlakyFromEnvironment(FlakyBase):
@@ -94,21 +96,22 @@ class FlakyFromEnvironment(FlakyBase):
 
 class Mark(EventBase):
     executor = DaskExecutor
-    executor_config = {"max_workers": 2}
+    executor_config = TWO_WORKERS
 
     def process(self, path: str) -> tuple[bool, Any]:
         return True, mark(path)
 
 
-class ExitWorker(EventBase):
-    executor = DaskExecutor
-    executor_config = {"max_workers": 2}
-
+class ExitWorkerBase(EventBase):
     def process(self) -> tuple[bool, Any]:
         exit_worker()
         return True, None  # never reached
 
 
-class ExitWorkerFromEnvironment(ExitWorker):
+class ExitWorker(ExitWorkerBase):
+    executor = DaskExecutor
+    executor_config = TWO_WORKERS
+
+
+class ExitWorkerFromEnvironment(ExitWorkerBase):
     executor = FROM_ENVIRONMENT
-    executor_config = {}

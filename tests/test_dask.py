@@ -13,16 +13,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
 from pathlib import Path
-from typing import Any
+from subprocess import Popen
+from typing import IO, Any
 
 import pytest
 
 pytest.importorskip("distributed")
 
-import dask_events  # noqa: E402
-
-from event_pipeline import Runner  # noqa: E402
-from event_pipeline.executors.dask import ADDRESS_ENV_VAR, DaskExecutor  # noqa: E402
+import dask_events
+from event_pipeline import Runner
+from event_pipeline.executors.dask import ADDRESS_ENV_VAR, DaskExecutor
 
 TESTS = Path(__file__).resolve().parent
 SRC = Path(dask_events.__file__).resolve().parent.parent / "src"
@@ -171,6 +171,32 @@ def test_shutdown_stops_the_cluster_and_is_final() -> None:
         executor.submit(pow, 2, 3)
 
 
+def test_shutdown_cancel_futures_does_not_wait_for_running_tasks() -> None:
+    """cancel_futures cancels what has no result yet, even a task running on a worker."""
+    before = set(_children())
+    executor = DaskExecutor(max_workers=1)
+    futures = [executor.submit(time.sleep, 60) for _ in range(2)]
+    started = [pid for pid in _children() if pid not in before]
+    began = time.monotonic()
+    executor.shutdown(cancel_futures=True)
+    assert time.monotonic() - began < 30
+    assert all(future.cancelled() for future in futures)
+    assert _wait_gone(started) == []
+
+
+def test_shutdown_without_wait_returns_at_once() -> None:
+    """shutdown(wait=False) returns at once; pending work still completes, then all stops."""
+    before = set(_children())
+    executor = DaskExecutor(max_workers=1)
+    future = executor.submit(dask_events.echo, 1)
+    started = [pid for pid in _children() if pid not in before]
+    began = time.monotonic()
+    executor.shutdown(wait=False)
+    assert time.monotonic() - began < 1
+    assert future.result(timeout=TIMEOUT) == ((1,), {})
+    assert _wait_gone(started, timeout=30) == []
+
+
 def test_construction_does_not_connect() -> None:
     """Creating an executor connects nowhere: the scheduler may not even exist yet."""
     executor = DaskExecutor(address="tcp://127.0.0.1:9")
@@ -194,22 +220,36 @@ def test_bad_arguments(kwargs: dict[str, Any], error: type[Exception], message: 
         DaskExecutor(**kwargs)
 
 
-def test_missing_extra_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without distributed, DaskExecutor raises ImportError naming the pip command."""
-    monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(ImportError, match=r'pip install "event-pipeline\[dask\]"'):
-        DaskExecutor()
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    pythonpath = os.pathsep.join(p for p in [str(SRC), os.environ.get("PYTHONPATH", "")] if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+
+
+def test_missing_extra_names_the_install_command() -> None:
+    """Without distributed, creating a DaskExecutor raises ImportError naming the pip command."""
+    done = _run_python(
+        "import sys; sys.modules['distributed'] = None\n"
+        "from event_pipeline.executors.dask import DaskExecutor\n"
+        "try:\n"
+        "    DaskExecutor()\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'pip install "event-pipeline[dask]"' in done.stdout
 
 
 def test_importing_event_pipeline_does_not_import_dask() -> None:
     """The core, and the executors package, never import dask."""
-    code = (
-        "import sys, event_pipeline, event_pipeline.executors, event_pipeline.executors.dask; "
-        "loaded = [m for m in ('dask', 'distributed') if m in sys.modules]; "
-        "assert not loaded, loaded"
+    done = _run_python(
+        "import sys, event_pipeline, event_pipeline.executors, event_pipeline.executors.dask\n"
+        "print([m for m in ('dask', 'distributed') if m in sys.modules])\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # -- the runner on a local cluster ----------------------------------------------------------
@@ -279,7 +319,7 @@ def _dask_command(*args: str) -> list[str]:
     return [sys.executable, "-m", f"distributed.cli.{module}", *args[1:]]
 
 
-def _stop(process: subprocess.Popen[bytes]) -> list[int]:
+def _stop(process: Popen[bytes]) -> list[int]:
     """Terminate ``process`` (then kill it); return what is left of its session."""
     if process.poll() is None:
         process.terminate()
@@ -294,67 +334,70 @@ def _stop(process: subprocess.Popen[bytes]) -> list[int]:
     return left
 
 
+def _spawn(args: list[str], env: dict[str, str], cwd: Path, log: IO[bytes]) -> Popen[bytes]:
+    # A session of its own, so that whatever it leaves behind can be found and killed.
+    return Popen(args, env=env, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
+
+
 @pytest.fixture(scope="module")
 def scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ``dask scheduler`` and one ``dask worker`` (with its nanny) on 127.0.0.1."""
+    import distributed
+
     tmp = tmp_path_factory.mktemp("dask")
     scheduler_file = tmp / "scheduler.json"
     pythonpath = [str(SRC), str(TESTS), os.environ.get("PYTHONPATH", "")]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(p for p in pythonpath if p),
-        # As cluster.rst recommends: a task whose worker dies fails at once.
+        # As docs/cluster.rst recommends: a task whose worker dies fails at once.
         "DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0",
     }
-    common = {
-        "env": env,
-        "cwd": tmp,
-        "stdout": subprocess.DEVNULL,
-        "stderr": open(tmp / "log.txt", "wb"),  # noqa: SIM115
-        "start_new_session": True,
-    }
-    scheduler = subprocess.Popen(
-        _dask_command(
-            "scheduler",
-            "--host", "127.0.0.1",
-            "--port", "0",
-            "--dashboard-address", "127.0.0.1:0",
-            "--scheduler-file", str(scheduler_file),
-        ),
-        **common,  # type: ignore[call-overload]
-    )
-    processes = [scheduler]
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
-            assert scheduler.poll() is None, (tmp / "log.txt").read_text()
-            assert time.monotonic() < deadline, "the scheduler did not start"
-            time.sleep(0.1)
-        address = json.loads(scheduler_file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        worker = subprocess.Popen(
-            _dask_command(
-                "worker",
-                address,
-                "--host", "127.0.0.1",
-                "--dashboard-address", "127.0.0.1:0",
-                "--nthreads", "1",
-                "--nworkers", "1",
-                "--local-directory", str(tmp),
-            ),
-            **common,  # type: ignore[call-overload]
-        )
-        processes.append(worker)
-        import distributed
-
-        with distributed.Client(address, set_as_default=False) as client:
-            client.wait_for_workers(1, timeout=TIMEOUT)
-        yield address
-    finally:
-        dask_events.FROM_ENVIRONMENT.shutdown()
-        left = [pid for process in reversed(processes) for pid in _stop(process)]
-        common["stderr"].close()  # type: ignore[attr-defined]
-        assert left == [], f"processes left behind: {left}"
+    processes: list[Popen[bytes]] = []
+    with open(tmp / "log.txt", "wb") as log:
+        try:
+            scheduler = _spawn(
+                _dask_command(
+                    "scheduler",
+                    "--host=127.0.0.1",
+                    "--port=0",
+                    "--dashboard-address=127.0.0.1:0",
+                    f"--scheduler-file={scheduler_file}",
+                ),
+                env,
+                tmp,
+                log,
+            )
+            processes.append(scheduler)
+            deadline = time.monotonic() + TIMEOUT
+            while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+                assert scheduler.poll() is None, (tmp / "log.txt").read_text()
+                assert time.monotonic() < deadline, "the scheduler did not start"
+                time.sleep(0.1)
+            address = json.loads(scheduler_file.read_text())["address"]
+            assert address.startswith("tcp://127.0.0.1:")
+            worker = _spawn(
+                _dask_command(
+                    "worker",
+                    address,
+                    "--host=127.0.0.1",
+                    "--dashboard-address=127.0.0.1:0",
+                    "--nthreads=1",
+                    "--nworkers=1",
+                    f"--local-directory={tmp}",
+                ),
+                env,
+                tmp,
+                log,
+            )
+            processes.append(worker)
+            with distributed.Client(address, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+                client.wait_for_workers(1, timeout=TIMEOUT)
+            yield address
+        finally:
+            dask_events.FROM_ENVIRONMENT.shutdown()
+            left = [pid for process in reversed(processes) for pid in _stop(process)]
+    assert left == [], f"processes left behind: {left}"
 
 
 @pytest.fixture
@@ -398,9 +441,7 @@ def test_runner_on_the_cluster_by_address(
         executor.shutdown()
 
 
-def test_runner_on_the_cluster_from_the_environment(
-    address_in_env: str, tmp_path: Path
-) -> None:
+def test_runner_on_the_cluster_from_the_environment(address_in_env: str, tmp_path: Path) -> None:
     """Events pointed at the cluster by the env var: retries, failures, identical tasks."""
     with Runner() as runner:
         paths = [str(tmp_path / name) for name in ("steady", "flaky", "hopeless")]

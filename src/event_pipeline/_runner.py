@@ -61,7 +61,7 @@ __all__ = ["Clock", "Runner", "default_runner", "run"]
 logger = logging.getLogger("event_pipeline")
 
 #: Default window per worker, and the ceiling of the default.
-WINDOW_PER_WORKER = 128
+WINDOW_PER_WORKER = 64
 MAX_DEFAULT_WINDOW = 10_000
 #: A batch aims to keep a worker busy this long; longer tasks go one per work item.
 BATCH_TARGET_SECONDS = 0.002
@@ -635,7 +635,7 @@ class Runner:
     Args:
         window: the most tasks of one call in flight, waiting for a retry, or (for
             :meth:`imap`) finished and buffered behind an earlier task. Default:
-            128 per worker of the event's executor, at most 10,000.
+            64 per worker of the event's executor, at most 10,000.
     """
 
     def __init__(self, *, window: int | None = None, _clock: Clock | None = None) -> None:

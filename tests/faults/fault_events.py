@@ -132,7 +132,9 @@ def record_call(log: str | None, i: int) -> int:
     if log.startswith("mem:"):
         with _memory_lock:
             _memory_calls[log, i] += 1
-            return _memory_calls[log, i]
+            calls = _memory_calls[log, i]
+        started(log).set()
+        return calls
     directory = Path(log)
     calls = 1
     while True:
@@ -176,6 +178,11 @@ def gate(name: str) -> threading.Event:
     """The in-process gate called ``name`` (created on first use)."""
     with _memory_lock:
         return _gates.setdefault(name, threading.Event())
+
+
+def started(log: str) -> threading.Event:
+    """Set once any task has called ``process`` with the in-process ``log``."""
+    return gate(f"{log}:started")
 
 
 def wait_at_gate(log: str) -> None:
@@ -230,8 +237,10 @@ class Fault(EventBase):
     ``raise`` (:class:`Fatal`), ``retry_once`` (:class:`Retryable` on the task's first call
     only), ``lock_error`` (:class:`LockedError`), ``two_arg_error``
     (:class:`TwoArgumentError`), ``lock_result`` (returns a lock), ``exit`` / ``sigkill``
-    (the worker process dies), ``keyboard_interrupt``, ``system_exit``, ``block`` (waits at
-    the gate of ``log``), ``shutdown:<name>`` (shuts down the executor instance ``name``
+    (the worker process dies), ``exit_once`` (dies on the task's first call only),
+    ``keyboard_interrupt``, ``system_exit``, ``block`` (waits at the gate of ``log``),
+    ``pid_block`` (writes its worker's pid to ``log``/pid-<i>, then waits at the gate),
+    ``sleep`` (20 ms of work), ``shutdown:<name>`` (shuts down the executor instance ``name``
     registered with :func:`register_executor`).
     """
 
@@ -258,6 +267,19 @@ class Fault(EventBase):
             return True, threading.Lock()
         if action in ("exit", "sigkill"):
             _die(action)
+        if action == "exit_once":
+            assert log is not None
+            if first_time(log, i):
+                _die("exit")
+            return True, i
+        if action == "pid_block":
+            assert log is not None
+            (Path(log) / f"pid-{i}").write_text(str(os.getpid()))
+            wait_at_gate(log)
+            return True, i
+        if action == "sleep":
+            time.sleep(0.02)
+            return True, i
         if action == "keyboard_interrupt":
             raise KeyboardInterrupt(f"task {i}")
         if action == "system_exit":

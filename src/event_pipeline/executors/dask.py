@@ -267,7 +267,7 @@ class DaskExecutor(Executor):
         address = self._address or os.environ.get(ADDRESS_ENV_VAR) or None
         cluster = None
         if address is None:
-            cluster = distributed.LocalCluster(
+            cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
                 n_workers=self._max_workers,
                 threads_per_worker=1,
                 processes=True,
@@ -280,9 +280,11 @@ class DaskExecutor(Executor):
                 scheduler_kwargs={"allowed_failures": 0},
             )
         try:
-            client = distributed.Client(cluster or address, set_as_default=False)
+            client = distributed.Client(  # type: ignore[no-untyped-call]
+                cluster or address, set_as_default=False
+            )
             if cluster is None and self._requested_workers is None:
-                threads = sum(client.nthreads().values())
+                threads = sum(client.nthreads().values())  # type: ignore[no-untyped-call]
                 if threads > 0:
                     self._max_workers = threads
         except BaseException:
@@ -324,6 +326,9 @@ class DaskExecutor(Executor):
                             future.set_exception(RuntimeError("DaskExecutor lost this result"))
             if len(items) < len(batch):
                 return
+            # Drop the Dask futures before blocking again: while a client holds one, the
+            # cluster keeps its result in a worker's memory.
+            del batch, items
 
     def _complete(self, client: Any, items: list[_Done]) -> None:
         owned: list[_Done] = []
@@ -342,7 +347,7 @@ class DaskExecutor(Executor):
                 # One bad apple (its data lost with a worker, say) must not fail the batch.
                 results = None
             if results is not None:
-                for (future, _), data in zip(finished, results):
+                for (future, _), data in zip(finished, results, strict=True):
                     _load_outcome(future, data)
                 finished = []
         for future, dask_future in finished + [i for i in owned if i[1].status != "finished"]:

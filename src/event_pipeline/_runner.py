@@ -160,7 +160,9 @@ class _Group:
         # Tasks that were in a pool when it broke, waiting to be re-run one at a time.
         self.suspects: deque[_Task] = deque()
         self.isolating = False
-        self.max_batches = 2 * worker_count(executor)
+        # Two work items per worker keep every worker busy between completions; an inline
+        # executor runs one at a time, so a stop takes effect before the next task starts.
+        self.max_batches = 1 if type(executor) is DefaultExecutor else 2 * worker_count(executor)
         # Seconds per task as measured inside the workers; None until a batch came back.
         self.per_task: float | None = None
 
@@ -355,9 +357,12 @@ class _Coordinator:
             if isinstance(exc, BrokenExecutor):
                 self._broken(group, tasks, executor, isolated, exc)
                 return
+            # The executor itself failed the work item (a Dask worker lost, say): that is
+            # each task's attempt raising, judged by its retry policy like any other.
+            kind = self._classify(group, exc)
             for task in tasks:
                 task.attempts += 1
-                self._settle(task, FATAL, exc, now)
+                self._settle(task, kind, exc, now)
             return
         elapsed, outcomes = future.result()
         if tasks:
@@ -369,6 +374,8 @@ class _Coordinator:
             outcomes = [load_outcome(name, blob) for blob in outcomes]
         for task, (kind, value) in zip(tasks, outcomes, strict=True):
             task.attempts += 1
+            if isolated:
+                task.isolate = False  # it ran alone and did not break the pool: innocent
             self._settle(task, kind, value, now)
 
     def _replace(

@@ -40,8 +40,12 @@ _RST_DIRECTIVE = re.compile(
     r"^(?P<indent>[ \t]*)\.\.[ \t]+(?:code-block|code|sourcecode)::[ \t]*(?P<language>\S*)[ \t]*$"
 )
 _RST_OPTION = re.compile(r"^[ \t]+:[\w-]+:")
-_MD_FENCE_OPEN = re.compile(r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$")
-_REQUIRES = re.compile(r"^(?:\.\.|<!--)[ \t]*docs-requires:[ \t]*(?P<modules>[\w., \t]+?)[ \t]*(?:-->)?[ \t]*$")
+_MD_FENCE_OPEN = re.compile(
+    r"^(?P<indent> {0,3})(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`]*?)[ \t]*$"
+)
+_REQUIRES = re.compile(
+    r"^(?:\.\.|<!--)[ \t]*docs-requires:[ \t]*(?P<modules>[\w., \t]+?)[ \t]*(?:-->)?[ \t]*$"
+)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from conftest import leftovers
 from event_pipeline import (
     EventBase,
     EventResult,
@@ -31,6 +30,7 @@ from helpers_events import (
     Stopper,
     variant,
 )
+from leaks import leftovers
 
 
 def counter(tmp_path: Path) -> Iterator[str]:

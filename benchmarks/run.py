@@ -1,0 +1,987 @@
+#!/usr/bin/env python
+"""Measure event_pipeline's runner against raw ``concurrent.futures`` in the same process.
+
+Usage, from the repository root::
+
+    python benchmarks/run.py                 # full run: prints the table, writes docs/benchmarks.md
+    python benchmarks/run.py --quick         # smoke run with small sizes (< 20 s), writes nothing
+    python benchmarks/run.py --only inline,thread-map --repeat 5
+    python benchmarks/run.py --quick --output /tmp/bench.md
+    python benchmarks/run.py --profile thread-map   # cProfile of one figure, event_pipeline only
+
+Every figure is the median of ``--repeat`` runs (default 3); ratios are paired, i.e. the runner
+and the raw executor are timed one after the other inside each repeat, and the median of the
+per-repeat ratios is reported. Pools are created and warmed before timing on both sides.
+``docs/benchmarks.md`` is only (re)written by a full run of every figure with at least three
+repeats, or wherever ``--output`` says. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import datetime
+import faulthandler
+import gc
+import json
+import multiprocessing
+import os
+import platform
+import pstats
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SRC = REPO / "src"
+DEFAULT_OUTPUT = REPO / "docs" / "benchmarks.md"
+
+# ``python benchmarks/run.py`` already has this directory on sys.path; spawned workers and the
+# streaming child inherit the path. The repository's src goes first so that the working tree
+# is what gets measured, never a stale installed copy.
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+if (SRC / "event_pipeline" / "__init__.py").is_file() and str(SRC) not in sys.path:
+    sys.path.insert(1, str(SRC))
+
+try:
+    import _events
+
+    import event_pipeline
+    from event_pipeline import Runner
+except ImportError as exc:  # pragma: no cover - only before the library exists
+    raise SystemExit(
+        f"run.py: cannot import event_pipeline ({exc}); run `pip install -e .` "
+        "from the repository root"
+    ) from exc
+
+MIB = 1024 * 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes, figures, context
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each figure does."""
+
+    inline_calls: int = 200_000
+    thread_map: int = 100_000
+    process_map: int = 20_000
+    repeated_runs: int = 100
+    streaming: int = 1_000_000
+    streaming_raw: int = 100_000
+    retry_tasks: int = 400
+    policy_map: int = 100_000
+    one_task_runs: int = 5_000
+    result_memory: int = 100_000
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    inline_calls=20_000,
+    thread_map=10_000,
+    process_map=1_000,
+    repeated_runs=20,
+    streaming=30_000,
+    streaming_raw=5_000,
+    retry_tasks=100,
+    policy_map=10_000,
+    one_task_runs=500,
+    result_memory=10_000,
+)
+
+
+@dataclass
+class Figure:
+    """One row of the table: the median of several repeats, and how it compares to a target."""
+
+    name: str
+    title: str
+    unit: str
+    samples: list[float] = field(default_factory=list)
+    target: float | None = None
+    digits: int = 2
+    detail: str = ""
+    error: str | None = None
+
+    @property
+    def value(self) -> float | None:
+        return statistics.median(self.samples) if self.samples else None
+
+    @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "ERROR"
+        if self.target is None or self.value is None:
+            return "-"
+        return "PASS" if self.value <= self.target else "FAIL"
+
+    def fmt(self, number: float | None) -> str:
+        return "-" if number is None else f"{number:,.{self.digits}f}"
+
+    @property
+    def median_text(self) -> str:
+        return f"{self.fmt(self.value)} {self.unit}" if self.value is not None else "-"
+
+    @property
+    def spread_text(self) -> str:
+        if len(self.samples) < 2:
+            return "-"
+        return f"{self.fmt(min(self.samples))} - {self.fmt(max(self.samples))}"
+
+    @property
+    def target_text(self) -> str:
+        return "-" if self.target is None else f"<= {self.fmt(self.target)} {self.unit}"
+
+
+@dataclass(frozen=True)
+class Context:
+    sizes: Sizes
+    repeat: int
+    timeout: float
+    quick: bool
+
+
+class BenchmarkError(Exception):
+    """A benchmark produced wrong results, so its timing means nothing."""
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _collect() -> None:
+    """Start each timed section from the same garbage-collector state."""
+    gc.collect()
+
+
+def _check_results(run: Any, expected: list[Any], what: str) -> None:
+    """Raise BenchmarkError unless ``run`` succeeded with ``expected`` contents in order."""
+    results = run.results
+    if len(results) != len(expected):
+        raise BenchmarkError(f"{what}: {len(results)} results, expected {len(expected)}")
+    if not run.success:
+        failed = next((r for r in results if not r.success), None)
+        raise BenchmarkError(f"{what}: run failed, first failed result {failed!r}")
+    if [r.content for r in results] != expected:
+        raise BenchmarkError(f"{what}: results out of order or wrong contents")
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def bench_inline(ctx: Context) -> list[Figure]:
+    """Runner.run of a trivial inline event, minus a direct call of its ``process``."""
+    n = ctx.sizes.inline_calls
+    fig = Figure("inline", "inline: Runner.run - direct call", "us/call", target=3.0)
+    process = _events.Trivial().process
+    event = _events.Trivial
+    direct_us: list[float] = []
+    runner_us: list[float] = []
+    with Runner() as runner:
+        run = runner.run
+        for x in range(1_000):
+            run(event, x)
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            for x in range(n):
+                process(x)
+            t1 = time.perf_counter()
+            for x in range(n):
+                run(event, x)
+            t2 = time.perf_counter()
+            direct_us.append((t1 - t0) / n * 1e6)
+            runner_us.append((t2 - t1) / n * 1e6)
+            fig.samples.append(runner_us[-1] - direct_us[-1])
+        _check_results(run(event, 12345), [12345], "inline")
+    fig.detail = (
+        f"Runner.run {_median(runner_us):.2f} us, direct process() {_median(direct_us):.3f} us; "
+        f"{n:,} calls"
+    )
+    return [fig]
+
+
+def bench_thread_map(ctx: Context) -> list[Figure]:
+    """Runner.map on four threads over trivial tasks, divided by raw ThreadPoolExecutor.map."""
+    n = ctx.sizes.thread_map
+    fig = Figure("thread-map", "thread map: Runner.map / raw TPE(4).map", "x", target=0.5, digits=3)
+    expected = list(range(n))
+    raw_s: list[float] = []
+    runner_s: list[float] = []
+    with Runner() as runner, ThreadPoolExecutor(_events.THREADS) as pool:
+        runner.map(_events.TrivialThread, range(1_000))
+        list(pool.map(_events.trivial, range(1_000)))
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            out = list(pool.map(_events.trivial, range(n)))
+            raw_s.append(time.perf_counter() - t0)
+            del out
+            _collect()
+            t0 = time.perf_counter()
+            result = runner.map(_events.TrivialThread, range(n))
+            runner_s.append(time.perf_counter() - t0)
+            _check_results(result, expected, "thread map")
+            del result
+            fig.samples.append(runner_s[-1] / raw_s[-1])
+    fig.detail = (
+        f"runner {_median(runner_s):.3f} s ({_median(runner_s) / n * 1e6:.2f} us/task), "
+        f"raw {_median(raw_s):.3f} s ({_median(raw_s) / n * 1e6:.2f} us/task); {n:,} tasks"
+    )
+    return [fig]
+
+
+def _spawn_pool() -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(_events.PROCESSES, mp_context=multiprocessing.get_context("spawn"))
+
+
+def bench_process_map(ctx: Context) -> list[Figure]:
+    """Runner.map on two spawned processes, divided by raw ProcessPoolExecutor.map(chunksize=1)."""
+    n = ctx.sizes.process_map
+    fig = Figure(
+        "process-map", "process map: Runner.map / raw PPE(2).map", "x", target=0.3, digits=3
+    )
+    expected = list(range(n))
+    raw_s: list[float] = []
+    runner_s: list[float] = []
+    with Runner() as runner, _spawn_pool() as pool:
+        # Pools spawn workers on demand: warm until both pools have all their workers, so no
+        # worker start-up (an interpreter import on a 2-core machine) lands in a timed section.
+        for _ in range(10):
+            runner.map(_events.TrivialProcess, range(200))
+            list(pool.map(_events.trivial, range(200), chunksize=1))
+            if len(multiprocessing.active_children()) >= 2 * _events.PROCESSES:
+                break
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            out = list(pool.map(_events.trivial, range(n), chunksize=1))
+            raw_s.append(time.perf_counter() - t0)
+            del out
+            _collect()
+            t0 = time.perf_counter()
+            result = runner.map(_events.TrivialProcess, range(n))
+            runner_s.append(time.perf_counter() - t0)
+            _check_results(result, expected, "process map")
+            del result
+            fig.samples.append(runner_s[-1] / raw_s[-1])
+    fig.detail = (
+        f"runner {_median(runner_s):.3f} s ({_median(runner_s) / n * 1e6:.1f} us/task), "
+        f"raw {_median(raw_s):.3f} s ({_median(raw_s) / n * 1e6:.1f} us/task); {n:,} tasks"
+    )
+    return [fig]
+
+
+def bench_repeated_runs(ctx: Context) -> list[Figure]:
+    """Runner.run of a process-pool event, many times after the first (which creates the pool)."""
+    n = ctx.sizes.repeated_runs
+    fig = Figure(
+        "repeated-runs", "repeated runs: Runner.run on PPE(2)", "ms/run", target=1.0, digits=3
+    )
+    raw_ms: list[float] = []
+    with Runner() as runner, _spawn_pool() as pool:
+        first_t0 = time.perf_counter()
+        runner.run(_events.TrivialProcess, 0)
+        first_ms = (time.perf_counter() - first_t0) * 1e3
+        pool.submit(_events.trivial, 0).result()
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            for i in range(n):
+                runner.run(_events.TrivialProcess, i)
+            fig.samples.append((time.perf_counter() - t0) / n * 1e3)
+            _collect()
+            t0 = time.perf_counter()
+            for i in range(n):
+                pool.submit(_events.trivial, i).result()
+            raw_ms.append((time.perf_counter() - t0) / n * 1e3)
+        _check_results(runner.run(_events.TrivialProcess, 77), [77], "repeated runs")
+    fig.detail = (
+        f"raw submit().result() {_median(raw_ms):.3f} ms; first run (creates the pool) "
+        f"{first_ms:.0f} ms; {n} runs"
+    )
+    return [fig]
+
+
+def _run_child(ctx: Context, kind: str, n: int) -> dict[str, Any]:
+    """Run this script as ``--child KIND`` in a fresh interpreter; return its JSON report."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--n", str(n)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=ctx.timeout, check=False)
+    if proc.returncode != 0:
+        raise BenchmarkError(
+            f"child {kind} exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}"
+        )
+    report: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return report
+
+
+def bench_streaming(ctx: Context) -> list[Figure]:
+    """Peak-RSS growth of Runner.imap over a generator of many inputs, in a fresh process."""
+    n = ctx.sizes.streaming
+    n_raw = ctx.sizes.streaming_raw
+    fig = Figure("streaming", f"streaming: Runner.imap, {n:,} inputs", "MiB", target=20.0)
+    raw = Figure("streaming", f"  raw TPE(4).map, {n_raw:,} inputs", "MiB", digits=1)
+    seconds: list[float] = []
+    sources: set[str] = set()
+    for _ in range(ctx.repeat):
+        report = _run_child(ctx, "streaming", n)
+        fig.samples.append(report["growth_kib"] / 1024)
+        seconds.append(report["seconds"])
+        sources.add(report["source"])
+    for _ in range(ctx.repeat):
+        report = _run_child(ctx, "streaming-raw", n_raw)
+        raw.samples.append(report["growth_kib"] / 1024)
+    scale = n / n_raw
+    fig.detail = (
+        f"peak RSS growth ({'/'.join(sorted(sources))}), fresh process; "
+        f"imap took {_median(seconds):.1f} s"
+    )
+    assert raw.value is not None
+    raw.detail = (
+        f"EXTRAPOLATED x{scale:g} to {n:,} inputs: ~{raw.value * scale:,.0f} MiB "
+        "(Executor.map submits every input up front)"
+    )
+    return [fig, raw]
+
+
+def _vm_hwm_kib() -> int | None:
+    """The peak resident set size of this process's address space, in KiB (Linux only)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _child_streaming(n: int, raw: bool) -> None:
+    """Body of ``--child streaming[-raw]``: print one JSON line with the peak-RSS growth."""
+    count = 0
+    wrong = 0
+    inputs = (i for i in range(n))
+    if raw:
+        with ThreadPoolExecutor(_events.THREADS) as pool:
+            list(pool.map(_events.trivial, range(100)))
+            gc.collect()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_before = _vm_hwm_kib()
+            t0 = time.perf_counter()
+            for ok, value in pool.map(_events.trivial, inputs):
+                wrong += not ok or value != count
+                count += 1
+            seconds = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    else:
+        with Runner() as runner:
+            for _ in runner.imap(_events.TrivialThread, range(100)):
+                pass
+            gc.collect()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_before = _vm_hwm_kib()
+            t0 = time.perf_counter()
+            for result in runner.imap(_events.TrivialThread, inputs):
+                wrong += not result.success or result.content != count
+                count += 1
+            seconds = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_after = _vm_hwm_kib()
+    if count != n or wrong:
+        raise SystemExit(f"streaming child: {count} results of {n}, {wrong} wrong or out of order")
+    # ru_maxrss is in KiB on Linux (bytes on macOS).
+    scale = 1024 if sys.platform == "darwin" else 1
+    report: dict[str, Any] = {
+        "maxrss_before_kib": before / scale,
+        "maxrss_after_kib": after / scale,
+        "maxrss_growth_kib": (after - before) / scale,
+        "seconds": seconds,
+        "count": count,
+    }
+    if peak_before is not None and peak_after is not None:
+        # Linux carries ru_maxrss over fork and exec: a child started by a big parent begins
+        # with the parent's peak, which can hide the child's own growth. VmHWM is the peak of
+        # this process's own address space, so it is the figure when it is available.
+        report["vmhwm_before_kib"] = peak_before
+        report["vmhwm_after_kib"] = peak_after
+        report["growth_kib"] = peak_after - peak_before
+        report["source"] = "VmHWM"
+    else:
+        report["growth_kib"] = report["maxrss_growth_kib"]
+        report["source"] = "ru_maxrss"
+    print(json.dumps(report))
+
+
+def bench_retries(ctx: Context) -> list[Figure]:
+    """Wall time of a map where 30 % of the tasks fail once, divided by the ideal schedule."""
+    n = ctx.sizes.retry_tasks
+    fig = Figure(
+        "retries", f"retries: {n} x 5 ms, 30 % fail once / ideal", "x", target=1.2, digits=3
+    )
+    failing = sum(1 for i in range(n) if _events.fails_first_attempt(i))
+    ideal = (n + failing) * _events.WORK_SECONDS / _events.THREADS + _events.BACKOFF_SECONDS
+    wall_s: list[float] = []
+    with Runner() as runner:
+        # Indices 3..6 never fail: this only creates the pool.
+        runner.map(_events.FlakyThread, range(3, 7))
+        for _ in range(ctx.repeat):
+            _events.reset_attempts()
+            _collect()
+            t0 = time.perf_counter()
+            result = runner.map(_events.FlakyThread, range(n))
+            wall_s.append(time.perf_counter() - t0)
+            _check_results(result, list(range(n)), "retries")
+            attempts = [r.attempts for r in result.results]
+            expected = [2 if _events.fails_first_attempt(i) else 1 for i in range(n)]
+            if attempts != expected:
+                raise BenchmarkError("retries: EventResult.attempts differ from the schedule")
+            if sum(_events.ATTEMPTS.values()) != n + failing:
+                raise BenchmarkError("retries: process() was not called once per attempt")
+            fig.samples.append(wall_s[-1] / ideal)
+    fig.detail = (
+        f"wall {_median(wall_s) * 1e3:.0f} ms, ideal {ideal * 1e3:.0f} ms "
+        f"= ({n}+{failing}) x 5 ms / {_events.THREADS} + 50 ms"
+    )
+    return [fig]
+
+
+def bench_policy_overhead(ctx: Context) -> list[Figure]:
+    """Per-task cost of a retry policy that is configured but never triggers (thread map)."""
+    n = ctx.sizes.policy_map
+    fig = Figure("policy-overhead", "idle retry policy: extra per task", "us/task")
+    expected = list(range(n))
+    without_us: list[float] = []
+    with_us: list[float] = []
+    with Runner() as runner:
+        runner.map(_events.TrivialThread, range(1_000))
+        runner.map(_events.TrivialThreadWithPolicy, range(1_000))
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            result = runner.map(_events.TrivialThread, range(n))
+            without_us.append((time.perf_counter() - t0) / n * 1e6)
+            _check_results(result, expected, "policy overhead (without)")
+            del result
+            _collect()
+            t0 = time.perf_counter()
+            result = runner.map(_events.TrivialThreadWithPolicy, range(n))
+            with_us.append((time.perf_counter() - t0) / n * 1e6)
+            _check_results(result, expected, "policy overhead (with)")
+            del result
+            fig.samples.append(with_us[-1] - without_us[-1])
+    fig.detail = (
+        f"thread map of {n:,}: with RetryPolicy() {_median(with_us):.2f} us/task, "
+        f"without {_median(without_us):.2f} us/task"
+    )
+    return [fig]
+
+
+def bench_one_task_runs(ctx: Context) -> list[Figure]:
+    """Runner.run of one task: DefaultExecutor (inline) versus a four-thread pool."""
+    n = ctx.sizes.one_task_runs
+    inline = Figure("one-task-runs", "one-task run: DefaultExecutor", "us/run")
+    threaded = Figure("one-task-runs", "one-task run: ThreadPoolExecutor(4)", "us/run")
+    raw_us: list[float] = []
+    with Runner() as runner, ThreadPoolExecutor(_events.THREADS) as pool:
+        for i in range(200):
+            runner.run(_events.Trivial, i)
+            runner.run(_events.TrivialThread, i)
+            pool.submit(_events.trivial, i).result()
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            for i in range(n):
+                runner.run(_events.Trivial, i)
+            inline.samples.append((time.perf_counter() - t0) / n * 1e6)
+            _collect()
+            t0 = time.perf_counter()
+            for i in range(n):
+                runner.run(_events.TrivialThread, i)
+            threaded.samples.append((time.perf_counter() - t0) / n * 1e6)
+            _collect()
+            t0 = time.perf_counter()
+            for i in range(n):
+                pool.submit(_events.trivial, i).result()
+            raw_us.append((time.perf_counter() - t0) / n * 1e6)
+        _check_results(runner.run(_events.TrivialThread, 5), [5], "one-task run")
+    inline.detail = f"{n:,} runs, warm runner"
+    threaded.detail = f"raw TPE(4) submit().result() {_median(raw_us):.1f} us; {n:,} runs"
+    return [inline, threaded]
+
+
+def bench_result_memory(ctx: Context) -> list[Figure]:
+    """Bytes retained per EventResult (tracemalloc) after Runner.map of the trivial inline event."""
+    n = ctx.sizes.result_memory
+    fig = Figure("result-memory", "memory per EventResult (retained)", "B", digits=0)
+    peaks: list[float] = []
+    expected = list(range(n))
+    with Runner() as runner:
+        runner.map(_events.Trivial, range(1_000))
+        for _ in range(ctx.repeat):
+            _collect()
+            tracemalloc.start()
+            try:
+                before, _ = tracemalloc.get_traced_memory()
+                result = runner.map(_events.Trivial, range(n))
+                after, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            _check_results(result, expected, "result memory")
+            del result
+            fig.samples.append((after - before) / n)
+            peaks.append((peak - before) / n)
+    fig.detail = (
+        f"tracemalloc over Runner.map(Trivial, range({n:,})); includes the EventRun's list slot, "
+        f"the content int and task id; peak during the map {_median(peaks):.0f} B/result"
+    )
+    return [fig]
+
+
+BENCHMARKS: dict[str, Callable[[Context], list[Figure]]] = {
+    "inline": bench_inline,
+    "thread-map": bench_thread_map,
+    "process-map": bench_process_map,
+    "repeated-runs": bench_repeated_runs,
+    "streaming": bench_streaming,
+    "retries": bench_retries,
+    "policy-overhead": bench_policy_overhead,
+    "one-task-runs": bench_one_task_runs,
+    "result-memory": bench_result_memory,
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "inline": (
+        "`Runner().run(Trivial, x)` on the default (inline) executor, one warm runner, "
+        "per call, minus a direct call of the same `process` (bound method of one instance)."
+    ),
+    "thread-map": (
+        "`Runner.map(TrivialThread, range(N))` on `ThreadPoolExecutor` (max_workers=4) divided "
+        "by `list(ThreadPoolExecutor(4).map(fn, range(N)))`, both pools created and warmed "
+        "before timing."
+    ),
+    "process-map": (
+        "`Runner.map(TrivialProcess, range(N))` on `ProcessPoolExecutor` (2 workers, spawn) "
+        "divided by `list(ProcessPoolExecutor(2, mp_context=spawn).map(fn, range(N), "
+        "chunksize=1))`, both pools warmed first."
+    ),
+    "repeated-runs": (
+        "`Runner.run(TrivialProcess, i)` repeated after a first run that creates the pool; "
+        "milliseconds per run, with raw `submit(fn, i).result()` on a warm pool for reference."
+    ),
+    "streaming": (
+        "Peak-RSS growth (after minus before) of consuming `Runner.imap(TrivialThread, "
+        "generator)` without keeping results, in a fresh interpreter (`run.py --child "
+        "streaming`), after a 100-input warm-up. The peak is `VmHWM` from `/proc/self/status`: "
+        "Linux carries `getrusage(RUSAGE_SELF).ru_maxrss` over fork and exec, so a child "
+        "started by the (larger) benchmark process begins with the parent's peak and its own "
+        "growth is hidden; `ru_maxrss` is used only where `VmHWM` is unavailable. The raw row "
+        "runs `ThreadPoolExecutor(4).map` over fewer inputs; its scaled figure is an "
+        "extrapolation, not a measurement."
+    ),
+    "retries": (
+        "`Runner.map(FlakyThread, range(N))`: each task sleeps 5 ms, indices with "
+        "`i % 10 < 3` raise on their first attempt, `RetryPolicy(max_attempts=2, "
+        "backoff_factor=0.05, max_backoff=0.05)`, 4 threads; wall time divided by the ideal "
+        "`(N + failing) * 5 ms / 4 + 50 ms`. Attempts are checked per result."
+    ),
+    "policy-overhead": (
+        "Thread map of trivial tasks with `retry_policy = RetryPolicy()` (never triggered) "
+        "minus the same map without a policy, microseconds per task. No target."
+    ),
+    "one-task-runs": (
+        "`Runner.run` of one trivial task on `DefaultExecutor` and on a warm "
+        "`ThreadPoolExecutor(4)`, microseconds per run. No target."
+    ),
+    "result-memory": (
+        "tracemalloc bytes still allocated after `Runner.map(Trivial, range(N))`, divided by N, "
+        "while the `EventRun` is alive. No target."
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Profiling
+# --------------------------------------------------------------------------------------------
+
+
+class _ThreadProfiles:
+    """cProfile in every thread started while active, plus the calling thread.
+
+    cProfile only sees the thread that enabled it; worker threads of a pool are where much of a
+    runner's work happens, so each new thread gets its own profiler and the stats are merged.
+    """
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+        self._lock = threading.Lock()
+
+    def _start_in_thread(self, *_: Any) -> None:
+        sys.setprofile(None)
+        profile = cProfile.Profile()
+        with self._lock:
+            self.profiles.append(profile)
+        profile.enable()
+
+    def __enter__(self) -> _ThreadProfiles:
+        threading.setprofile(self._start_in_thread)
+        self._start_in_thread()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        threading.setprofile(None)
+        self.profiles[0].disable()
+
+    def stats(self) -> pstats.Stats:
+        return pstats.Stats(*self.profiles)
+
+
+def profile_figure(name: str, ctx: Context, top: int) -> None:
+    """Run one figure once under cProfile; print event_pipeline's functions by tottime."""
+    one = replace(ctx, repeat=1)
+    with _ThreadProfiles() as profiles:
+        figures = BENCHMARKS[name](one)
+    for fig in figures:
+        print(f"{fig.title}: {fig.median_text} ({fig.detail})")
+    stats = profiles.stats()
+    package = str(Path(event_pipeline.__file__).resolve().parent)
+    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    rows = [
+        (tottime, cumtime, calls, f"{Path(file).name}:{line}({func})")
+        for (file, line, func), (_, calls, tottime, cumtime, _) in raw.items()
+        if str(file).startswith(package)
+    ]
+    rows.sort(reverse=True)
+    total = sum(tt for (tt, _, _, _) in rows)
+    all_total = sum(v[2] for v in raw.values())
+    print(
+        f"\ncProfile of {name} ({len(profiles.profiles)} threads profiled): "
+        f"{total:.3f} s of {all_total:.3f} s total tottime is inside event_pipeline"
+    )
+    print(f"{'tottime s':>10} {'cumtime s':>10} {'calls':>10}  function")
+    for tottime, cumtime, calls, where in rows[:top]:
+        print(f"{tottime:10.3f} {cumtime:10.3f} {calls:10d}  {where}")
+    print(
+        f"\nTop {top} overall by tottime, all modules (this includes the raw executor's side "
+        "of the figure, and the time idle workers spend blocked in queue.get):"
+    )
+    stats.sort_stats("tottime").print_stats(top)
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _cores() -> str:
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 0
+    return f"{available} available to this process (os.sched_getaffinity), {os.cpu_count()} total"
+
+
+def _git_revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} (src/ has uncommitted changes)" if dirty else head
+
+
+def _load_text(at_start: tuple[float, float, float] | None) -> str:
+    """1-minute load averages: other work on the machine makes every figure noisier."""
+    try:
+        at_end = os.getloadavg()
+    except OSError:
+        return "unknown"
+    start = f"{at_start[0]:.2f}" if at_start is not None else "?"
+    return f"1-min load average {start} at start, {at_end[0]:.2f} at end"
+
+
+def machine_lines(
+    command: str,
+    ctx: Context,
+    started: datetime.datetime,
+    load_at_start: tuple[float, float, float] | None,
+    revision_at_start: str,
+) -> list[tuple[str, str]]:
+    library = Path(event_pipeline.__file__).resolve().parent
+    revision = revision_at_start
+    revision_at_end = _git_revision()
+    if revision_at_end != revision_at_start:
+        # The tree changed while the figures ran: they may mix two versions of the library.
+        revision = (
+            f"{revision_at_start} at start, {revision_at_end} at end (CHANGED DURING THE RUN)"
+        )
+    try:
+        library_text = str(library.relative_to(REPO))
+    except ValueError:
+        library_text = str(library)
+    return [
+        ("Command", command),
+        ("Date", started.strftime("%Y-%m-%d %H:%M UTC")),
+        ("CPU", _cpu_model()),
+        ("Cores", _cores()),
+        ("OS", f"{platform.system()} {platform.release()}"),
+        (
+            "Python",
+            f"{platform.python_implementation()} {platform.python_version()} "
+            f"({platform.python_build()[1]})",
+        ),
+        ("Library", f"event_pipeline from {library_text}, git {revision}"),
+        ("Repeats", f"{ctx.repeat}; each figure is the median, spread is min - max"),
+        ("Load", _load_text(load_at_start)),
+    ]
+
+
+def _table_rows(figures: list[Figure]) -> list[list[str]]:
+    rows = []
+    for fig in figures:
+        detail = fig.error if fig.error is not None else fig.detail
+        rows.append(
+            [fig.title, fig.median_text, fig.spread_text, fig.target_text, fig.status, detail]
+        )
+    return rows
+
+
+HEADER = ["figure", "median", "spread", "target", "status", "details"]
+
+
+def render_text(figures: list[Figure]) -> str:
+    rows = [HEADER, *_table_rows(figures)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER) - 1)]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append("  ".join([*cells, row[-1]]))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in [*widths, len(HEADER[-1])]))
+    return "\n".join(lines)
+
+
+def render_markdown(
+    figures: list[Figure], machine: list[tuple[str, str]], ctx: Context, elapsed: float
+) -> str:
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = [
+        "# Benchmarks",
+        "",
+        "Written by `python benchmarks/run.py` (standard library only); rerun it instead of "
+        "editing this file. The runner is measured against raw `concurrent.futures` in the "
+        "same process, one after the other within each repeat; ratios are the median of the "
+        "per-repeat ratios. Pools are created and warmed before timing on both sides.",
+        "",
+    ]
+    if ctx.quick:
+        out += [
+            "**Quick run**: sizes are smaller than the targets assume; not a record.",
+            "",
+        ]
+    out += [f"- **{key}:** {value if key != 'Command' else f'`{value}`'}" for key, value in machine]
+    out += [f"- **Wall time:** {elapsed:.0f} s", ""]
+    out += [
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "|".join("---" for _ in HEADER) + "|",
+    ]
+    out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in _table_rows(figures)]
+    out += ["", "## What each figure measures", ""]
+    names = list(dict.fromkeys(fig.name for fig in figures))
+    out += [f"- **{name}**: {DESCRIPTIONS[name]}" for name in names]
+    out += [
+        "",
+        "Timings use `time.perf_counter`; the garbage collector stays enabled (its cost is part "
+        "of what users pay) but is run before each timed section. Every timed run is checked "
+        "for correct, in-order results, so a fast wrong answer reports an error, not a pass.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _parse_only(text: str) -> list[str]:
+    names = [name.strip().replace("_", "-") for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown figure {', '.join(unknown) or repr(text)} "
+            f"(expected one of {', '.join(BENCHMARKS)})"
+        )
+    return names
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/run.py",
+        description="Benchmark event_pipeline's runner against raw concurrent.futures.",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes for a smoke run (< 20 s); does not write docs/benchmarks.md",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=_positive,
+        default=3,
+        metavar="N",
+        help="runs per figure; the median is reported (default 3)",
+    )
+    parser.add_argument(
+        "--only",
+        type=_parse_only,
+        metavar="NAME[,NAME]",
+        help=f"run only these figures: {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH",
+        help="write the Markdown report here (default: docs/benchmarks.md, full runs only)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="abort with a traceback of every thread if one figure takes longer (default 600)",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help="run one figure once under cProfile (all threads) and print the hottest "
+        "event_pipeline functions instead of the table",
+    )
+    parser.add_argument("--top", type=_positive, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["streaming", "streaming-raw"], help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=_positive, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def run_figures(names: list[str], ctx: Context) -> Iterator[Figure]:
+    for name in names:
+        print(f"[{name}] ...", end=" ", flush=True, file=sys.stderr)
+        started = time.perf_counter()
+        # A hang in the library must not hang the instrument: dump every thread and exit.
+        faulthandler.dump_traceback_later(ctx.timeout, exit=True)
+        try:
+            figures = BENCHMARKS[name](ctx)
+        except Exception as exc:
+            figures = [Figure(name, name, "", error=f"{type(exc).__name__}: {exc}")]
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        print(f"{time.perf_counter() - started:.1f} s", file=sys.stderr)
+        yield from figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    ctx = Context(sizes=sizes, repeat=args.repeat, timeout=args.timeout, quick=args.quick)
+
+    if args.child is not None:
+        _child_streaming(args.n or sizes.streaming, raw=args.child == "streaming-raw")
+        return 0
+    if args.profile is not None:
+        profile_figure(args.profile, ctx, args.top)
+        return 0
+
+    names: list[str] = args.only or list(BENCHMARKS)
+    argv_text = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benchmarks/run.py", *argv_text])
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        load_at_start: tuple[float, float, float] | None = os.getloadavg()
+    except OSError:
+        load_at_start = None
+    revision_at_start = _git_revision()
+    t0 = time.perf_counter()
+    figures = list(run_figures(names, ctx))
+    elapsed = time.perf_counter() - t0
+    machine = machine_lines(command, ctx, started, load_at_start, revision_at_start)
+
+    print()
+    for key, value in machine:
+        print(f"{key + ':':<9} {value}")
+    print(f"{'Wall:':<9} {elapsed:.1f} s" + ("  (QUICK: small sizes)" if ctx.quick else ""))
+    print()
+    print(render_text(figures))
+
+    output: Path | None = args.output
+    if output is None:
+        reasons = []
+        if args.quick:
+            reasons.append("--quick")
+        if args.only:
+            reasons.append("--only")
+        if args.repeat < 3:
+            reasons.append("--repeat < 3")
+        if reasons:
+            print(
+                f"\nnot writing {DEFAULT_OUTPUT.relative_to(REPO)} ({', '.join(reasons)}); "
+                "use --output PATH to keep this report"
+            )
+        else:
+            output = DEFAULT_OUTPUT
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(render_markdown(figures, machine, ctx, elapsed), encoding="utf-8")
+        print(f"\nwrote {output}")
+
+    return 1 if any(fig.status == "ERROR" for fig in figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

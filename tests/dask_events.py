@@ -8,6 +8,7 @@ attempt may run in a different process.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,31 @@ class ExitWorker(ExitWorkerBase):
 
 class ExitWorkerFromEnvironment(ExitWorkerBase):
     executor = FROM_ENVIRONMENT
+
+
+class StopOnFailure(EventBase):
+    """Fails for a negative number; otherwise sleeps that many seconds."""
+
+    executor = DaskExecutor
+    executor_config = TWO_WORKERS
+    stop_on_exception = True
+
+    def process(self, seconds: float) -> tuple[bool, Any]:
+        if seconds < 0:
+            raise ValueError("negative")
+        time.sleep(seconds)
+        return True, seconds
+
+
+class ExitWorkerOnce(EventBase):
+    """Kills its worker on the first attempt counted in ``path``; succeeds on the next."""
+
+    executor = DaskExecutor
+    executor_config = TWO_WORKERS
+    retry_policy = RetryPolicy(max_attempts=2, backoff_factor=0.01)
+
+    def process(self, path: str) -> tuple[bool, Any]:
+        attempt = count_attempt(path)
+        if attempt == 1:
+            exit_worker()
+        return True, attempt

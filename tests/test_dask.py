@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("distributed")
 
 import dask_events
-from event_pipeline import Runner
+from event_pipeline import Runner, StopProcessingError
 from event_pipeline.executors.dask import ADDRESS_ENV_VAR, DaskExecutor
 
 TESTS = Path(__file__).resolve().parent
@@ -73,9 +73,12 @@ def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[DaskExecutor]:
+    before = set(_children())
     executor = DaskExecutor(max_workers=2)
     yield executor
+    started = [pid for pid in _children() if pid not in before]  # restarted workers too
     executor.shutdown()
+    assert _wait_gone(started) == []
 
 
 def test_submit_runs_on_a_local_cluster_of_max_workers(local: DaskExecutor) -> None:
@@ -84,8 +87,7 @@ def test_submit_runs_on_a_local_cluster_of_max_workers(local: DaskExecutor) -> N
     assert isinstance(future, Future)
     assert future.result(timeout=TIMEOUT) == 1024
     assert local._max_workers == 2
-    names = list(_children().values())
-    assert names.count("Dask Worker process (from Nanny)") >= 2
+    assert list(local._client.nthreads().values()) == [1, 1]
 
 
 def test_keyword_arguments_reach_the_function(local: DaskExecutor) -> None:
@@ -242,6 +244,23 @@ def test_missing_extra_names_the_install_command() -> None:
     assert 'pip install "event-pipeline[dask]"' in done.stdout
 
 
+def test_unreachable_scheduler_raises_from_submit() -> None:
+    """A scheduler that does not answer is an error of the executor: submit raises OSError."""
+    done = _run_python(
+        "import dask\n"
+        "dask.config.set({'distributed.comm.timeouts.connect': '1s'})\n"
+        "from event_pipeline.executors.dask import DaskExecutor\n"
+        "executor = DaskExecutor(address='tcp://127.0.0.1:9')\n"
+        "try:\n"
+        "    executor.submit(pow, 2, 3)\n"
+        "except OSError as exc:\n"
+        "    print(exc)\n"
+        "executor.shutdown()\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "tcp://127.0.0.1:9" in done.stdout
+
+
 def test_importing_event_pipeline_does_not_import_dask() -> None:
     """The core, and the executors package, never import dask."""
     done = _run_python(
@@ -308,6 +327,24 @@ def test_runner_task_that_kills_its_worker(local_runner: Runner) -> None:
     assert type(outcome.results[0].exception).__name__ == "KilledWorker"
 
 
+def test_runner_retries_a_task_whose_worker_died(local_runner: Runner, tmp_path: Path) -> None:
+    """KilledWorker is an attempt that raised: the retry policy decides, as for any error."""
+    outcome = local_runner.run(dask_events.ExitWorkerOnce, str(tmp_path / "attempts"))
+    assert outcome.success
+    assert outcome.results[0].content == 2
+    assert outcome.results[0].attempts == 2
+
+
+def test_runner_stop_on_exception_does_not_wait(local_runner: Runner) -> None:
+    """stop_on_exception raises at the first failure, without waiting for running tasks."""
+    began = time.monotonic()
+    with pytest.raises(StopProcessingError) as info:
+        local_runner.map(dask_events.StopOnFailure, [-1, 3, 3, 3])
+    assert time.monotonic() - began < 3
+    assert isinstance(info.value.__cause__, ValueError)
+    assert not info.value.run.success
+
+
 # -- a real scheduler and worker ------------------------------------------------------------
 
 
@@ -319,9 +356,22 @@ def _dask_command(*args: str) -> list[str]:
     return [sys.executable, "-m", f"distributed.cli.{module}", *args[1:]]
 
 
+def _shut_down_cluster(address: str) -> None:
+    """Ask the scheduler to stop itself and its workers."""
+    import distributed
+
+    try:
+        with distributed.Client(address, set_as_default=False, timeout=10) as client:  # type: ignore[no-untyped-call]
+            client.shutdown()
+    except Exception as exc:  # the processes are stopped by signals then
+        print(f"could not shut the cluster down: {exc!r}")
+
+
 def _stop(process: Popen[bytes]) -> list[int]:
-    """Terminate ``process`` (then kill it); return what is left of its session."""
-    if process.poll() is None:
+    """Wait for ``process`` to end (else terminate, kill it); return what is left of its session."""
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
         process.terminate()
         try:
             process.wait(timeout=15)
@@ -396,6 +446,9 @@ def scheduler_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             yield address
         finally:
             dask_events.FROM_ENVIRONMENT.shutdown()
+            if len(processes) == 2:
+                # Much faster than signals, which leave the worker retrying its scheduler.
+                _shut_down_cluster(address)
             left = [pid for process in reversed(processes) for pid in _stop(process)]
     assert left == [], f"processes left behind: {left}"
 

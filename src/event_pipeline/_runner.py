@@ -320,11 +320,13 @@ class _Coordinator:
                 return
             (group.suspects if isolated else group.ready).extendleft(reversed(tasks))
             return
-        except RuntimeError as exc:
+        except Exception as exc:
+            # Shut down by its owner, or unable to reach its workers: the tasks end failed,
+            # each with one result, and the run goes on to report them.
             self.runner._check_open()
             error = RuntimeError(
-                f"{group.name}: the executor {group.executor!r} refused new work "
-                f"(was it shut down?): {exc}"
+                f"{group.name}: the executor {executor!r} refused new work "
+                f"({type(exc).__name__}: {exc})"
             )
             error.__cause__ = exc
             for task in tasks:

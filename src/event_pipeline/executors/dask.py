@@ -37,10 +37,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from concurrent.futures import wait as wait_futures
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
+
+from .._executors import available_cpus
+from .._worker import RemoteTraceback
 
 __all__ = ["ADDRESS_ENV_VAR", "DaskExecutor"]
 
+_P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 #: Environment variable holding the scheduler address used when ``address`` is not given.
@@ -63,24 +67,6 @@ def _require_distributed() -> None:
     # stays cheap and still fails early when the extra is missing.
     if importlib.util.find_spec("distributed") is None:
         raise ImportError(_INSTALL_HINT, name="distributed")
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-class _RemoteTraceback(Exception):
-    """Carries a worker's traceback as text, set as ``__cause__`` like ProcessPoolExecutor does."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
 
 
 def _dump_exception(exc: BaseException) -> bytes:
@@ -132,7 +118,7 @@ def _load_outcome(future: Future[Any], data: bytes) -> None:
         future.set_result(value)
         return
     if tb is not None:
-        value.__cause__ = _RemoteTraceback(tb)
+        value.__cause__ = RemoteTraceback(tb)
     future.set_exception(value)
 
 
@@ -196,7 +182,7 @@ class DaskExecutor(Executor):
         self._address = address
         self._requested_workers = max_workers
         #: How many tasks the cluster runs at once; corrected from the cluster on connecting.
-        self._max_workers: int = max_workers or _available_cpus()
+        self._max_workers: int = max_workers or available_cpus()
         # One lock for the connection, the shutdown flag and the pending map: the first submit
         # connects, whichever thread it is on, and shutdown must not race a submission.
         self._lock = threading.Lock()
@@ -215,7 +201,7 @@ class DaskExecutor(Executor):
             f"max_workers={self._requested_workers!r})"
         )
 
-    def submit(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> Future[_T]:
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
         """Schedule ``fn(*args, **kwargs)`` on the cluster and return a future for its result.
 
         Args:
@@ -233,7 +219,10 @@ class DaskExecutor(Executor):
             OSError: The scheduler cannot be reached (``TimeoutError`` after Dask's
                 ``distributed.comm.timeouts.connect``).
         """
-        import cloudpickle
+        try:
+            import cloudpickle
+        except ImportError as exc:  # installed with distributed
+            raise ImportError(_INSTALL_HINT, name="distributed") from exc
 
         future: Future[_T] = Future()
         try:

@@ -6,6 +6,7 @@ Each base event below exists in one variant per executor kind, named ``<Base>_<k
 from __future__ import annotations
 
 import builtins
+import itertools
 import os
 import threading
 import time
@@ -168,3 +169,23 @@ class Rendezvous(EventBase):
     def process(self, i: int) -> tuple[bool, Any]:
         _rendezvous.wait(timeout=10)
         return True, i
+
+
+_counted = itertools.count()
+
+
+class Counted(EventBase):
+    """Counts its calls (in this process) and takes a little while."""
+
+    executor = ThreadPoolExecutor
+    executor_config = {"max_workers": 2}
+
+    def process(self, i: int) -> tuple[bool, Any]:
+        next(_counted)
+        time.sleep(0.005)
+        return True, i
+
+
+def counted_calls() -> int:
+    """How many times ``Counted.process`` ran so far."""
+    return next(_counted)

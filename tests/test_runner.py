@@ -370,3 +370,22 @@ def test_process_pool_exceptions_keep_their_traceback(tmp_path: Path) -> None:
     [result] = run.results
     assert isinstance(result.exception, ValueError)
     assert "in process" in str(result.exception.__cause__)
+
+
+def test_closing_imap_early_cancels_the_rest() -> None:
+    """Abandoning an imap stream cancels the tasks that have not started."""
+    from helpers_events import Counted, counted_calls
+
+    with Runner(window=8) as runner:
+        stream = runner.imap(Counted, range(1_000))
+        first = [next(stream).content for _ in range(3)]
+        stream.close()
+        assert first == [0, 1, 2]
+    assert counted_calls() < 50
+
+
+@pytest.mark.parametrize("window", [0, -1, 2.5, True, "8"])
+def test_bad_window_is_refused(window: Any) -> None:
+    """The window must be a positive int."""
+    with pytest.raises(ValueError, match="window must be an int greater than 0"):
+        Runner(window=window)

@@ -33,11 +33,19 @@ import inspect
 import itertools
 import logging
 import pickle
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
+from concurrent.futures import (
+    BrokenExecutor,
+    CancelledError,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
 from typing import Any
 
 from . import _event as _event_module
@@ -66,6 +74,9 @@ MAX_DEFAULT_WINDOW = 10_000
 #: A batch aims to keep a worker busy this long; longer tasks go one per work item.
 BATCH_TARGET_SECONDS = 0.002
 MAX_BATCH = 1024
+#: The longest single wait. Python acts on a signal (Ctrl-C) that lands just before a wait
+#: starts only when the wait returns, and externally cancelled futures never end one.
+WAIT_SLICE = 0.1
 
 
 class Clock:
@@ -81,6 +92,35 @@ class Clock:
             futures, timeout, return_when=concurrent.futures.FIRST_COMPLETED
         )
         return done
+
+
+class _SigintDeferred:
+    """Holds Ctrl-C back while a standard pool records a work item, then acts on it.
+
+    A ``KeyboardInterrupt`` raised inside ``ThreadPoolExecutor.submit`` can land between
+    starting a worker thread and recording it, and ``shutdown()`` then never joins that
+    thread. Deferred to just after ``submit``, the interrupt finds the work item on record,
+    where the coordinator can cancel it. Only the main thread receives signals, and only it
+    may install handlers.
+    """
+
+    __slots__ = ("pending", "previous")
+
+    def __enter__(self) -> None:
+        self.pending: tuple[int, Any] | None = None
+        self.previous = signal.getsignal(signal.SIGINT)
+        if callable(self.previous):
+            signal.signal(signal.SIGINT, self._record)
+
+    def _record(self, signum: int, frame: Any) -> None:
+        self.pending = (signum, frame)
+
+    def __exit__(self, *exc_info: object) -> None:
+        previous = self.previous
+        if callable(previous):
+            signal.signal(signal.SIGINT, previous)
+            if self.pending is not None:
+                previous(*self.pending)
 
 
 class _Task:
@@ -130,6 +170,7 @@ class _Group:
         "max_batches",
         "name",
         "per_task",
+        "pool",
         "ready",
         "remote",
         "settings",
@@ -153,6 +194,8 @@ class _Group:
         self.executor = executor
         self.executor_key = executor_key
         self.remote = sends_work_away(executor)
+        #: A standard pool, whose submit() Ctrl-C must not interrupt (see _SigintDeferred).
+        self.pool = isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor))
         self.window = window
         self.task_prefix = task_prefix
         self.ready: deque[_Task] = deque()
@@ -195,10 +238,6 @@ class _Group:
         return backoff(policy, retry)
 
 
-class _NotReplaceable(Exception):
-    """The broken executor is the user's own; its tasks have been settled."""
-
-
 def _isolation_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """The cache key of the one-worker pool where suspects of ``key``'s pool are re-run."""
     kwargs = dict(key[1:])
@@ -220,6 +259,7 @@ class _Coordinator:
         self.in_flight: dict[Future[Any], tuple[_Group, list[_Task], Executor, bool]] = {}
         self.retries: list[tuple[float, int, _Task]] = []
         self.groups: list[_Group] = []
+        self.on_main_thread = threading.current_thread() is threading.main_thread()
         self._sequence = itertools.count()
         #: Tasks submitted and not settled, or waiting for a retry.
         self.load = 0
@@ -266,8 +306,15 @@ class _Coordinator:
             if group.ready or group.suspects:
                 self._dispatch(group)
         if self.in_flight:
-            timeout = max(0.0, retries[0][0] - clock.monotonic()) if retries else None
-            for future in clock.wait(self.in_flight, timeout):
+            timeout = WAIT_SLICE
+            if retries:
+                timeout = min(timeout, max(0.0, retries[0][0] - clock.monotonic()))
+            done = clock.wait(self.in_flight, timeout)
+            if not done:
+                # A future cancelled by its executor's shutdown(cancel_futures=True) never
+                # wakes concurrent.futures.wait(): look for them at each slice's end.
+                done = {future for future in self.in_flight if future.cancelled()}
+            for future in done:
                 self._complete(future)
         elif retries:
             delay = retries[0][0] - clock.monotonic()
@@ -303,40 +350,48 @@ class _Coordinator:
             executor = self.runner._isolation_executor(group.executor_key)
         else:
             executor = group.executor
+        if group.remote:
+            function: Callable[..., Any] = run_pickled
+            work: list[Any] = [task.payload for task in tasks]
+        else:
+            function = run_batch
+            work = [(task.args, task.kwargs) for task in tasks]
         future: Future[Any]
         try:
-            if group.remote:
-                payloads: list[Any] = [task.payload for task in tasks]
-                future = executor.submit(run_pickled, group.event, payloads, retry_on)
+            if group.pool and self.on_main_thread:
+                with _SigintDeferred():
+                    future = executor.submit(function, group.event, work, retry_on)
             else:
-                items = [(task.args, task.kwargs) for task in tasks]
-                future = executor.submit(run_batch, group.event, items, retry_on)
+                future = executor.submit(function, group.event, work, retry_on)
         except BrokenExecutor as exc:
-            # The pool broke before it took these tasks: they never ran, so they are
-            # not suspects; they wait for the fresh pool.
-            try:
-                self._replace(group, executor, isolated, exc, tasks)
-            except _NotReplaceable:
+            # The pool broke before it took these tasks: they never ran, so they are not
+            # suspects and are charged nothing. They wait for the fresh pool, or, when the
+            # pool is the user's own and will not be replaced, end with the error.
+            if group.executor_key is not None:
+                self._replace(group, executor, isolated)
+                (group.suspects if isolated else group.ready).extendleft(reversed(tasks))
                 return
-            (group.suspects if isolated else group.ready).extendleft(reversed(tasks))
-            return
+            failure: Exception = exc
         except Exception as exc:
-            # Shut down by its owner, or unable to reach its workers: the tasks end failed,
-            # each with one result, and the run goes on to report them.
-            self.runner._check_open()
-            error = RuntimeError(
-                f"{group.name}: the executor {executor!r} refused new work "
-                f"({type(exc).__name__}: {exc})"
-            )
-            error.__cause__ = exc
-            for task in tasks:
-                self._settle(task, FATAL, error, now)
-            return
-        if isolated:
-            group.isolating = True
+            failure = exc
         else:
-            group.batches_in_flight += 1
-        self.in_flight[future] = (group, tasks, executor, isolated)
+            if isolated:
+                group.isolating = True
+            else:
+                group.batches_in_flight += 1
+            self.in_flight[future] = (group, tasks, executor, isolated)
+            return
+        # Shut down by its owner, broken, or unable to reach its workers: the tasks never
+        # ran; they end failed and uncharged, each with its one result.
+        self.runner._check_open()
+        error_type = type(failure) if isinstance(failure, BrokenExecutor) else RuntimeError
+        error = error_type(
+            f"{group.name}: the executor {executor!r} refused new work "
+            f"({type(failure).__name__}: {failure})"
+        )
+        error.__cause__ = failure
+        for task in tasks:
+            self._settle(task, FATAL, error, now)
 
     # -- completions ---------------------------------------------------------------------
     def _complete(self, future: Future[Any]) -> None:
@@ -380,26 +435,23 @@ class _Coordinator:
                 task.isolate = False  # it ran alone and did not break the pool: innocent
             self._settle(task, kind, value, now)
 
-    def _replace(
-        self,
-        group: _Group,
-        broken: Executor,
-        isolated: bool,
-        exc: BaseException,
-        tasks: list[_Task],
-    ) -> None:
+    def _replace(self, group: _Group, broken: Executor, isolated: bool) -> None:
+        """Swap a broken pool of the runner's for a fresh one."""
         key = group.executor_key
-        if key is None:
-            # Not the runner's pool to replace: the tasks end with the error.
-            now = self.clock.monotonic()
-            for task in tasks:
-                task.attempts += 1
-                self._settle(task, self._classify(group, exc), exc, now)
-            raise _NotReplaceable
+        assert key is not None
         if isolated:
             self.runner._replace_executor(_isolation_key(key), broken)
         else:
             group.executor = self.runner._replace_executor(key, broken)
+
+    def _charge(self, group: _Group, tasks: list[_Task], exc: BaseException, why: str) -> None:
+        """End an attempt of each task with ``exc``, restated to name the event and task."""
+        now = self.clock.monotonic()
+        for task in tasks:
+            task.attempts += 1
+            error = type(exc)(f"{group.name}: task {group.task_prefix}{task.index} {why}: {exc}")
+            error.__cause__ = exc
+            self._settle(task, self._classify(group, error), error, now)
 
     def _broken(
         self,
@@ -414,17 +466,15 @@ class _Coordinator:
         The standard library fails every task that was in a broken pool, guilty or not.
         Those tasks become suspects, each re-run alone on a one-worker isolation pool: a
         suspect that breaks that pool too is the culprit and is charged an attempt that
-        raised ``exc``; the others were innocent and are charged nothing.
+        raised ``exc``; the others were innocent and are charged nothing. A pool of the
+        user's own cannot be replaced: every task that was in it is charged.
         """
-        try:
-            self._replace(group, executor, isolated, exc, tasks)
-        except _NotReplaceable:
+        if group.executor_key is None:
+            self._charge(group, tasks, exc, f"was in the executor {executor!r} when it broke")
             return
+        self._replace(group, executor, isolated)
         if isolated:
-            now = self.clock.monotonic()
-            for task in tasks:
-                task.attempts += 1
-                self._settle(task, self._classify(group, exc), exc, now)
+            self._charge(group, tasks, exc, "broke its worker process when run alone")
             return
         for task in tasks:
             task.isolate = True
@@ -660,6 +710,7 @@ class Runner:
         self._portable: set[type[EventBase]] = set()
         self._plans: dict[type[EventBase], _Plan] = {}
         self._closed = False
+        self._reapers: list[threading.Thread] = []
         self._calls = itertools.count(1)
 
     # -- the three calls -------------------------------------------------------------------
@@ -844,8 +895,24 @@ class Runner:
             executors = [*self._executors.values(), *self._retired]
             self._executors.clear()
             self._retired.clear()
-        for executor in executors:
-            executor.shutdown(wait=wait, cancel_futures=True)
+            reapers = list(self._reapers)
+
+        def shut_down_all() -> None:
+            for executor in executors:
+                executor.shutdown(wait=True, cancel_futures=True)
+
+        if wait:
+            shut_down_all()
+            for reaper in reapers:
+                reaper.join()
+        elif executors:
+            # A process pool shut down without waiting forgets its own threads, so nothing
+            # could wait for them later: the waiting happens here, in the background, and a
+            # later shutdown() waits for that.
+            reaper = threading.Thread(target=shut_down_all, name="event_pipeline-shutdown")
+            reaper.start()
+            with self._lock:
+                self._reapers.append(reaper)
 
     def __enter__(self) -> Runner:
         return self

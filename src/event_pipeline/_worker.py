@@ -133,7 +133,16 @@ def run_pickled(
     started = time.perf_counter()
     outcomes = []
     for payload in payloads:
-        args, kwargs = pickle.loads(payload)
+        try:
+            args, kwargs = pickle.loads(payload)
+        except Exception as exc:
+            failure = TypeError(
+                f"{event_class.__name__}: the arguments of a task could not be unpickled in "
+                f"the worker process ({type(exc).__name__}: {exc})"
+            )
+            failure.__cause__ = exc
+            outcomes.append(_portable(event_class, (FATAL, failure)))
+            continue
         outcomes.append(_portable(event_class, attempt(event_class, args, kwargs, retry_on)))
     return time.perf_counter() - started, outcomes
 

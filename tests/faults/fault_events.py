@@ -147,15 +147,20 @@ def record_call(log: str | None, i: int) -> int:
         return calls
 
 
-def calls_of(log: str, i: int | None = None) -> int:
-    """Calls recorded in ``log`` for task ``i``, or for every task when ``i`` is None."""
+def call_counts(log: str) -> Counter[int]:
+    """Calls recorded in ``log``, per task."""
     if log.startswith("mem:"):
         with _memory_lock:
-            return sum(n for (key, j), n in _memory_calls.items() if key == log and i in (None, j))
-    names = [p.name for p in Path(log).iterdir() if p.name.startswith("call-")]
-    if i is None:
-        return len(names)
-    return sum(1 for name in names if name.split("-")[1] == str(i))
+            return Counter({j: n for (key, j), n in _memory_calls.items() if key == log})
+    return Counter(
+        int(p.name.split("-")[1]) for p in Path(log).iterdir() if p.name.startswith("call-")
+    )
+
+
+def calls_of(log: str, i: int | None = None) -> int:
+    """Calls recorded in ``log`` for task ``i``, or for every task when ``i`` is None."""
+    counts = call_counts(log)
+    return sum(counts.values()) if i is None else counts[i]
 
 
 def first_time(log: str, i: int) -> bool:
@@ -185,18 +190,23 @@ def started(log: str) -> threading.Event:
     return gate(f"{log}:started")
 
 
-def wait_at_gate(log: str) -> None:
-    """Block until the test opens the gate of ``log`` (bounded by :data:`GATE_TIMEOUT`).
+def wait_at_gate(log: str, timeout: float = GATE_TIMEOUT) -> None:
+    """Block until the test opens the gate of ``log``; TimeoutError after ``timeout`` s.
 
-    In-process logs use a :class:`threading.Event`; directories use a file called ``open``,
-    polled, since a worker process shares nothing else with the test.
+    In-process logs use a :class:`threading.Event`, waited for in short slices so that a
+    ``SIGINT`` aimed at a thread waiting here is acted on at once (a signal that lands just
+    before a blocking wait starts is otherwise only handled when the wait ends).
+    Directories use a file called ``open``, polled, since a worker process shares nothing
+    else with the test.
     """
+    deadline = time.monotonic() + timeout
     if log.startswith("mem:"):
-        if not gate(log).wait(GATE_TIMEOUT):
-            raise TimeoutError(f"gate {log} was never opened")
+        event = gate(log)
+        while not event.wait(0.05):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gate {log} was never opened")
         return
     flag = Path(log) / "open"
-    deadline = time.monotonic() + GATE_TIMEOUT
     while not flag.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"gate {log} was never opened")
@@ -233,15 +243,19 @@ def _die(how: str) -> None:
 class Fault(EventBase):
     """Does what its ``action`` argument says; returns ``(True, i)`` when nothing goes wrong.
 
-    Actions: ``ok``, ``false`` (returns ``(False, i)``), ``bad_shape`` (returns ``i``),
-    ``raise`` (:class:`Fatal`), ``retry_once`` (:class:`Retryable` on the task's first call
-    only), ``lock_error`` (:class:`LockedError`), ``two_arg_error``
-    (:class:`TwoArgumentError`), ``lock_result`` (returns a lock), ``exit`` / ``sigkill``
-    (the worker process dies), ``exit_once`` (dies on the task's first call only),
-    ``keyboard_interrupt``, ``system_exit``, ``block`` (waits at the gate of ``log``),
-    ``pid_block`` (writes its worker's pid to ``log``/pid-<i>, then waits at the gate),
-    ``sleep`` (20 ms of work), ``shutdown:<name>`` (shuts down the executor instance ``name``
-    registered with :func:`register_executor`).
+    Actions:
+
+    * ``ok``; ``false`` returns ``(False, i)``; ``bad_shape`` returns ``i``; ``sleep``
+      works for 20 ms;
+    * ``raise`` raises :class:`Fatal`; ``retry_once`` raises :class:`Retryable` at the
+      task's first call only; ``lock_error`` / ``two_arg_error`` raise exceptions that do
+      not survive pickling; ``lock_result`` returns a lock;
+    * ``exit`` / ``sigkill``: the worker process dies; ``exit_once``: only at the task's
+      first call; ``keyboard_interrupt``, ``system_exit``;
+    * ``block`` / ``block:<seconds>`` wait at the gate of ``log``; ``pid_block`` first
+      writes its worker's pid to ``<log>/pid-<i>``;
+    * ``shutdown:<name>`` shuts down the executor registered as ``name`` with
+      :func:`register_executor`.
     """
 
     def process(self, action: str, i: int, log: str | None = None) -> tuple[bool, Any]:
@@ -284,9 +298,10 @@ class Fault(EventBase):
             raise KeyboardInterrupt(f"task {i}")
         if action == "system_exit":
             raise SystemExit(f"task {i}")
-        if action == "block":
+        if action == "block" or action.startswith("block:"):
             assert log is not None
-            wait_at_gate(log)
+            timeout = float(action.partition(":")[2] or GATE_TIMEOUT)
+            wait_at_gate(log, timeout)
             return True, i
         if action.startswith("shutdown:"):
             _executors[action.partition(":")[2]].shutdown(wait=False)
@@ -295,6 +310,17 @@ class Fault(EventBase):
 
 
 FAULT = variants(Fault)
+
+
+class Carry(EventBase):
+    """Takes any ``payload`` (it may not pickle) and returns ``(True, i)``."""
+
+    def process(self, i: int, payload: object, log: str | None = None) -> tuple[bool, Any]:
+        record_call(log, i)
+        return True, i
+
+
+CARRY = variants(Carry)
 
 #: Retries Retryable only, with no wait: BrokenProcessPool and Fatal end a task at once.
 RETRY_RETRYABLE = {"max_attempts": 3, "backoff_factor": 0.0, "retry_on_exceptions": [Retryable]}
@@ -391,6 +417,16 @@ class PidD(EventBase):
 
     def process(self, x: int) -> tuple[bool, Any]:
         return True, (x, os.getpid())
+
+
+class WhereAmI(EventBase):
+    """Returns where a worker found this module, and the process it runs in."""
+
+    executor = ProcessPoolExecutor
+    executor_config = {"max_workers": 1}
+
+    def process(self) -> tuple[bool, Any]:
+        return True, (__file__, os.getpid(), in_worker_process())
 
 
 class InlineE(EventBase):

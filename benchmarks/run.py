@@ -218,6 +218,32 @@ def bench_inline(ctx: Context) -> list[Figure]:
     return [fig]
 
 
+def _time_map_pair(
+    ctx: Context,
+    fig: Figure,
+    raw_map: Callable[[], list[Any]],
+    runner_map: Callable[[], Any],
+    expected: list[Any],
+    what: str,
+    raw_s: list[float],
+    runner_s: list[float],
+) -> None:
+    """Time a raw map and the runner's map, alternately, ``ctx.repeat`` times; record ratios."""
+    for _ in range(ctx.repeat):
+        _collect()
+        t0 = time.perf_counter()
+        out = raw_map()
+        raw_s.append(time.perf_counter() - t0)
+        del out
+        _collect()
+        t0 = time.perf_counter()
+        result = runner_map()
+        runner_s.append(time.perf_counter() - t0)
+        _check_results(result, expected, what)
+        del result
+        fig.samples.append(runner_s[-1] / raw_s[-1])
+
+
 def bench_thread_map(ctx: Context) -> list[Figure]:
     """Runner.map on four threads over trivial tasks, divided by raw ThreadPoolExecutor.map."""
     n = ctx.sizes.thread_map
@@ -228,19 +254,16 @@ def bench_thread_map(ctx: Context) -> list[Figure]:
     with Runner() as runner, ThreadPoolExecutor(_events.THREADS) as pool:
         runner.map(_events.TrivialThread, range(1_000))
         list(pool.map(_events.trivial, range(1_000)))
-        for _ in range(ctx.repeat):
-            _collect()
-            t0 = time.perf_counter()
-            out = list(pool.map(_events.trivial, range(n)))
-            raw_s.append(time.perf_counter() - t0)
-            del out
-            _collect()
-            t0 = time.perf_counter()
-            result = runner.map(_events.TrivialThread, range(n))
-            runner_s.append(time.perf_counter() - t0)
-            _check_results(result, expected, "thread map")
-            del result
-            fig.samples.append(runner_s[-1] / raw_s[-1])
+        _time_map_pair(
+            ctx,
+            fig,
+            lambda: list(pool.map(_events.trivial, range(n))),
+            lambda: runner.map(_events.TrivialThread, range(n)),
+            expected,
+            "thread map",
+            raw_s,
+            runner_s,
+        )
     fig.detail = (
         f"runner {_median(runner_s):.3f} s ({_median(runner_s) / n * 1e6:.2f} us/task), "
         f"raw {_median(raw_s):.3f} s ({_median(raw_s) / n * 1e6:.2f} us/task); {n:,} tasks"
@@ -269,19 +292,16 @@ def bench_process_map(ctx: Context) -> list[Figure]:
             list(pool.map(_events.trivial, range(200), chunksize=1))
             if len(multiprocessing.active_children()) >= 2 * _events.PROCESSES:
                 break
-        for _ in range(ctx.repeat):
-            _collect()
-            t0 = time.perf_counter()
-            out = list(pool.map(_events.trivial, range(n), chunksize=1))
-            raw_s.append(time.perf_counter() - t0)
-            del out
-            _collect()
-            t0 = time.perf_counter()
-            result = runner.map(_events.TrivialProcess, range(n))
-            runner_s.append(time.perf_counter() - t0)
-            _check_results(result, expected, "process map")
-            del result
-            fig.samples.append(runner_s[-1] / raw_s[-1])
+        _time_map_pair(
+            ctx,
+            fig,
+            lambda: list(pool.map(_events.trivial, range(n), chunksize=1)),
+            lambda: runner.map(_events.TrivialProcess, range(n)),
+            expected,
+            "process map",
+            raw_s,
+            runner_s,
+        )
     fig.detail = (
         f"runner {_median(runner_s):.3f} s ({_median(runner_s) / n * 1e6:.1f} us/task), "
         f"raw {_median(raw_s):.3f} s ({_median(raw_s) / n * 1e6:.1f} us/task); {n:,} tasks"

@@ -96,7 +96,10 @@ def test_results_so_far_are_kept_in_order(kind: str, leaks: Leaks, log: str, mem
     if kind == "default":
         assert sorted(by_index) == list(range(culprit))
         assert calls_of(log) == culprit + 1
-    assert by_index[2].error and not isinstance(by_index[2].content, Exception)
+    # On a pool, task 2 may still be running when the culprit stops the run (a loaded
+    # machine can pause its worker): then it is simply not among the results.
+    if 2 in by_index:
+        assert by_index[2].error and not isinstance(by_index[2].content, Exception)
     for i, result in by_index.items():
         if i != 2:
             check_success(result, i)

@@ -60,6 +60,14 @@ __all__ = ["ISOLATION", "Clock", "Coordinator", "Group", "Task", "isolation_key"
 
 logger = logging.getLogger("event_pipeline")
 
+_signals: Any
+try:
+    # The C functions under the signal module: its Python wrappers convert handlers to and
+    # from enums, which costs more than the submit that SigintDeferred guards.
+    import _signal as _signals  # type: ignore[import-not-found, no-redef]
+except ImportError:  # pragma: no cover - not CPython
+    _signals = signal
+
 #: A batch aims to keep a worker busy this long; longer tasks go one per work item.
 BATCH_TARGET_SECONDS = 0.002
 MAX_BATCH = 1024
@@ -97,9 +105,9 @@ class SigintDeferred:
 
     def __enter__(self) -> None:
         self.pending: tuple[int, Any] | None = None
-        self.previous = signal.getsignal(signal.SIGINT)
+        self.previous = _signals.getsignal(signal.SIGINT)
         if callable(self.previous):
-            signal.signal(signal.SIGINT, self._record)
+            _signals.signal(signal.SIGINT, self._record)
 
     def _record(self, signum: int, frame: Any) -> None:
         self.pending = (signum, frame)
@@ -107,7 +115,7 @@ class SigintDeferred:
     def __exit__(self, *exc_info: object) -> None:
         previous = self.previous
         if callable(previous):
-            signal.signal(signal.SIGINT, previous)
+            _signals.signal(signal.SIGINT, previous)
             if self.pending is not None:
                 previous(*self.pending)
 

@@ -41,13 +41,11 @@ from concurrent.futures import (
     CancelledError,
     Executor,
     Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
 )
 from typing import TYPE_CHECKING, Any
 
 from ._event import EventBase, EventSettings
-from ._executors import DefaultExecutor, sends_work_away, worker_count
+from ._executors import DefaultExecutor, is_standard_pool, sends_work_away, worker_count
 from ._results import EventResult
 from ._retry import backoff, is_retryable, retry_overrides
 from ._sentinel import EMPTY
@@ -192,7 +190,7 @@ class Group:
         self.executor_key = executor_key
         self.remote = sends_work_away(executor)
         #: A standard pool, whose submit() Ctrl-C must not interrupt (see SigintDeferred).
-        self.pool = isinstance(executor, (ThreadPoolExecutor, ProcessPoolExecutor))
+        self.pool = is_standard_pool(executor)
         self.window = window
         self.task_prefix = task_prefix
         self.ready: deque[Task] = deque()

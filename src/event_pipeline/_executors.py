@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import inspect
-import multiprocessing
 import os
+import sys
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from ._config import ExecutorInitializerConfig
@@ -16,6 +16,8 @@ __all__ = [
     "available_cpus",
     "build_executor",
     "executor_kwargs",
+    "is_process_pool",
+    "is_standard_pool",
     "sends_work_away",
     "worker_count",
 ]
@@ -111,17 +113,35 @@ def build_executor(executor_class: type[Executor], kwargs: dict[str, Any]) -> Ex
     ``spawn`` is the same on every OS and the only method that is safe with threads in
     the parent, which a runner always has.
     """
-    if issubclass(executor_class, ProcessPoolExecutor) and "mp_context" in _accepted(
-        executor_class
-    )[0]:
+    if is_process_pool(executor_class) and "mp_context" in _accepted(executor_class)[0]:
+        import multiprocessing
+
         kwargs = {**kwargs, "mp_context": multiprocessing.get_context("spawn")}
     return executor_class(**kwargs)
+
+
+def is_process_pool(executor: Executor | type[Executor]) -> bool:
+    """Whether ``executor`` is (an instance of) a ``ProcessPoolExecutor`` subclass.
+
+    Asked without importing ``concurrent.futures.process`` (and so ``multiprocessing``):
+    until something imports it, nothing can be a process pool.
+    """
+    process = sys.modules.get("concurrent.futures.process")
+    if process is None:
+        return False
+    cls = executor if isinstance(executor, type) else type(executor)
+    return issubclass(cls, process.ProcessPoolExecutor)
+
+
+def is_standard_pool(executor: Executor) -> bool:
+    """Whether ``executor`` is one of the standard library's thread or process pools."""
+    return isinstance(executor, ThreadPoolExecutor) or is_process_pool(executor)
 
 
 def sends_work_away(executor: Executor | type[Executor]) -> bool:
     """Whether submitted work crosses a process boundary (so it must pickle)."""
     cls = executor if isinstance(executor, type) else type(executor)
-    return issubclass(cls, ProcessPoolExecutor) or bool(
+    return is_process_pool(cls) or bool(
         getattr(cls, "_event_pipeline_pickles", False)
     )
 

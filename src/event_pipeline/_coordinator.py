@@ -48,7 +48,6 @@ from ._event import EventBase, EventSettings
 from ._executors import DefaultExecutor, is_standard_pool, sends_work_away, worker_count
 from ._results import EventResult
 from ._retry import backoff, is_retryable, retry_overrides
-from ._sentinel import EMPTY
 from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
 
 if TYPE_CHECKING:
@@ -171,6 +170,7 @@ class Group:
         "settings",
         "suspects",
         "task_prefix",
+        "unbatched",
         "window",
     )
 
@@ -203,15 +203,14 @@ class Group:
         self.max_batches = 1 if type(executor) is DefaultExecutor else 2 * worker_count(executor)
         # Seconds per task as measured inside the workers; None until a batch came back.
         self.per_task: float | None = None
+        # One task per work item for a run that must stop before further tasks start, and
+        # for a pool that replaces its workers after so many work items.
+        self.unbatched = settings.stop_on_exception or any(
+            name == "max_tasks_per_child" for name, _ in (executor_key or ())[1:]
+        )
 
     def batch_size(self) -> int:
-        if (
-            self.per_task is None
-            or self.settings.stop_on_exception
-            or self.settings.executor_config.max_tasks_per_child is not EMPTY
-        ):
-            # Unknown durations; a run that must stop before further tasks start; a pool
-            # that counts work items per worker process: one task per work item.
+        if self.per_task is None or self.unbatched:
             return 1
         by_time = int(BATCH_TARGET_SECONDS / max(self.per_task, 1e-9))
         return max(1, min(MAX_BATCH, by_time, self.window // self.max_batches))

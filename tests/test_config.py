@@ -146,7 +146,8 @@ def test_config_defaults() -> None:
     )
     assert RetryPolicy() == RetryPolicy(5, 0.05, 100.0, [])
     policy = RetryPolicy(retry_on_exceptions=[ConnectionError])
-    assert policy.retry_on_exceptions == (ConnectionError,)
+    assert policy.retry_on_exceptions == [ConnectionError]
+    assert RetryPolicy().retry_on_exceptions == []
     assert repr(EMPTY) == "EMPTY" and not EMPTY
 
 

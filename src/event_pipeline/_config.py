@@ -90,7 +90,7 @@ class RetryPolicy:
             ``min(max_backoff, backoff_factor * 2 ** (n - 1))`` seconds.
         max_backoff: the longest wait between two attempts, in seconds.
         retry_on_exceptions: exception classes worth a retry (subclasses included);
-            empty means any :class:`Exception`. Stored as a tuple.
+            empty means any :class:`Exception`. Stored as a new list.
 
     Raises:
         ImproperlyConfigured: a field has the wrong type or is out of range.
@@ -99,7 +99,7 @@ class RetryPolicy:
     max_attempts: int = 5
     backoff_factor: float = 0.05
     max_backoff: float = 100.0
-    retry_on_exceptions: Sequence[type[Exception]] = ()
+    retry_on_exceptions: Sequence[type[Exception]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not (_is_int(self.max_attempts) and self.max_attempts >= 1):
@@ -120,7 +120,8 @@ class RetryPolicy:
                 raise ImproperlyConfigured(
                     f"retry_on_exceptions entries must be Exception subclasses, got {entry!r}"
                 )
-        object.__setattr__(self, "retry_on_exceptions", tuple(entries))
+        # A copy, so the policy cannot change behind the event that holds it.
+        object.__setattr__(self, "retry_on_exceptions", list(entries))
 
 
 def _from_mapping(cls: type[Any], value: Mapping[Any, Any]) -> Any:

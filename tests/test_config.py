@@ -171,6 +171,7 @@ def test_executor_kwargs_follow_the_signature() -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     from event_pipeline import DefaultExecutor
+    from event_pipeline._config import set_fields
     from event_pipeline._executors import available_cpus, executor_kwargs
 
     full = ExecutorInitializerConfig(max_workers=3, max_tasks_per_child=5, thread_name_prefix="p")
@@ -191,4 +192,4 @@ def test_executor_kwargs_follow_the_signature() -> None:
         def __init__(self, **kwargs: Any) -> None:
             super().__init__()
 
-    assert executor_kwargs(Anything, full) == full.set_fields()
+    assert executor_kwargs(Anything, full) == set_fields(full)

@@ -20,6 +20,7 @@ __all__ = [
     "RetryPolicy",
     "coerce_executor_config",
     "coerce_retry_policy",
+    "set_fields",
 ]
 
 
@@ -66,17 +67,14 @@ class ExecutorInitializerConfig:
         if prefix is not EMPTY and not isinstance(prefix, str):
             raise ImproperlyConfigured(f"thread_name_prefix must be a str or EMPTY, got {prefix!r}")
 
-    def is_empty(self) -> bool:
-        """Whether every field is ``EMPTY``."""
-        return all(getattr(self, f.name) is EMPTY for f in dataclasses.fields(self))
 
-    def set_fields(self) -> dict[str, Any]:
-        """The fields that are not ``EMPTY``, by name."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(self)
-            if getattr(self, f.name) is not EMPTY
-        }
+def set_fields(config: ExecutorInitializerConfig) -> dict[str, Any]:
+    """The fields of ``config`` that are not ``EMPTY``, by name."""
+    return {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(config)
+        if getattr(config, field.name) is not EMPTY
+    }
 
 
 @dataclasses.dataclass(frozen=True)

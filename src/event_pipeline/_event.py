@@ -16,6 +16,7 @@ from ._config import (
     RetryPolicy,
     coerce_executor_config,
     coerce_retry_policy,
+    set_fields,
 )
 from ._evaluation import EventExecutionEvaluationState
 from ._executors import DefaultExecutor
@@ -90,7 +91,7 @@ def _validate(cls: type[EventBase]) -> EventSettings:
             f"{name}.executor: expected an Executor subclass or instance, got {executor!r}"
         )
     config = coerce_executor_config(config_value, f"{name}.executor_config")
-    if not isinstance(executor, type) and not config.is_empty():
+    if not isinstance(executor, type) and set_fields(config):
         raise ImproperlyConfigured(
             f"{name}.executor_config: {config!r} cannot configure the executor instance "
             f"{executor!r}; configure the instance itself, or set executor to its class"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
-from ._config import ExecutorInitializerConfig
+from ._config import ExecutorInitializerConfig, set_fields
 
 __all__ = [
     "DefaultExecutor",
@@ -99,7 +99,7 @@ def executor_kwargs(
     names, takes_any = _accepted(executor_class)
     kwargs = {
         name: value
-        for name, value in config.set_fields().items()
+        for name, value in set_fields(config).items()
         if takes_any or name in names
     }
     if "max_workers" in names and "max_workers" not in kwargs:

@@ -161,7 +161,7 @@ _rendezvous = threading.Barrier(4)
 
 
 class Rendezvous(EventBase):
-    """Four tasks that can only all succeed if they run at the same time."""
+    """Tasks that succeed only in rounds of four running at the same time."""
 
     executor = ThreadPoolExecutor
     executor_config = {"max_workers": 4}

@@ -276,11 +276,11 @@ def test_backing_off_task_does_not_hold_the_worker(tmp_path: Path) -> None:
 
 
 def test_tasks_run_concurrently_on_small_inputs() -> None:
-    """Batching never costs parallelism: 4 slow tasks on 4 threads overlap."""
+    """Batching never costs parallelism: 8 slow tasks on 4 threads run 4 at a time."""
     from helpers_events import Rendezvous
 
     with Runner() as runner:
-        run = runner.map(Rendezvous, range(4))
+        run = runner.map(Rendezvous, range(8))
     assert run.success, [r.exception for r in run.results]
 
 

@@ -118,6 +118,19 @@ class ExitWorkerFromEnvironment(ExitWorkerBase):
     executor = FROM_ENVIRONMENT
 
 
+class ExitWorkerIf(EventBase):
+    """Kills its worker when told to; otherwise a short task."""
+
+    executor = DaskExecutor
+    executor_config = TWO_WORKERS
+
+    def process(self, kill: bool) -> tuple[bool, Any]:
+        if kill:
+            exit_worker()
+        time.sleep(0.05)
+        return True, kill
+
+
 class StopOnFailure(EventBase):
     """Fails for a negative number; otherwise sleeps that many seconds."""
 

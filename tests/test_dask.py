@@ -327,12 +327,22 @@ def test_runner_task_that_kills_its_worker(local_runner: Runner) -> None:
     assert type(outcome.results[0].exception).__name__ == "KilledWorker"
 
 
-def test_runner_retries_a_task_whose_worker_died(local_runner: Runner, tmp_path: Path) -> None:
-    """KilledWorker is an attempt that raised: the retry policy decides, as for any error."""
+def test_runner_spares_a_task_whose_worker_died_once(local_runner: Runner, tmp_path: Path) -> None:
+    """A task that finishes when re-run alone after its worker died is innocent: not charged."""
     outcome = local_runner.run(dask_events.ExitWorkerOnce, str(tmp_path / "attempts"))
     assert outcome.success
     assert outcome.results[0].content == 2
-    assert outcome.results[0].attempts == 2
+    assert outcome.results[0].attempts == 1
+
+
+def test_runner_charges_only_the_task_that_kills_its_worker(
+    local_runner: Runner, tmp_path: Path
+) -> None:
+    """Tasks that shared the dead worker are re-run alone; only the culprit is charged."""
+    outcome = local_runner.map(dask_events.ExitWorkerIf, [False] * 5 + [True] + [False] * 5)
+    assert [r.error for r in outcome.results] == [False] * 5 + [True] + [False] * 5
+    assert [r.attempts for r in outcome.results] == [1] * 11
+    assert type(outcome.results[5].exception).__name__ == "KilledWorker"
 
 
 def test_runner_stop_on_exception_does_not_wait(local_runner: Runner) -> None:

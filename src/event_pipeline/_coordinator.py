@@ -45,7 +45,13 @@ from concurrent.futures import (
 from typing import TYPE_CHECKING, Any
 
 from ._event import EventBase, EventSettings
-from ._executors import DefaultExecutor, is_standard_pool, sends_work_away, worker_count
+from ._executors import (
+    DefaultExecutor,
+    is_standard_pool,
+    lost_a_worker,
+    sends_work_away,
+    worker_count,
+)
 from ._results import EventResult
 from ._retry import backoff, is_retryable, retry_overrides
 from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
@@ -161,6 +167,7 @@ class Group:
         "executor",
         "executor_key",
         "isolating",
+        "isolation_pool",
         "max_batches",
         "name",
         "per_task",
@@ -191,6 +198,9 @@ class Group:
         self.remote = sends_work_away(executor)
         #: A standard pool, whose submit() Ctrl-C must not interrupt (see SigintDeferred).
         self.pool = is_standard_pool(executor)
+        # Suspects of a pool the runner owns re-run on a one-worker pool of their own; other
+        # executors that lose workers (a Dask cluster survives it) re-run them in place.
+        self.isolation_pool = self.pool and executor_key is not None
         self.window = window
         self.task_prefix = task_prefix
         self.ready: deque[Task] = deque()
@@ -339,7 +349,7 @@ class Coordinator:
             if task.started is None:
                 task.started = now
         retry_on = group.settings.retry_on
-        if isolated:
+        if isolated and group.isolation_pool:
             assert group.executor_key is not None
             executor = self.runner._isolation_executor(group.executor_key)
         else:
@@ -405,7 +415,7 @@ class Coordinator:
         if exc is not None:
             if not isinstance(exc, Exception):
                 raise exc
-            if isinstance(exc, BrokenExecutor):
+            if lost_a_worker(executor, exc):
                 self._broken(group, tasks, executor, isolated, exc)
                 return
             # The executor itself failed the work item (a Dask worker lost, say): that is
@@ -443,8 +453,13 @@ class Coordinator:
         now = self.clock.monotonic()
         for task in tasks:
             task.attempts += 1
-            error = type(exc)(f"{group.name}: task {group.task_prefix}{task.index} {why}: {exc}")
-            error.__cause__ = exc
+            message = f"{group.name}: task {group.task_prefix}{task.index} {why}: {exc}"
+            try:
+                error: BaseException = type(exc)(message)
+            except Exception:  # an exception type that takes other arguments: keep it as is
+                error = exc
+            else:
+                error.__cause__ = exc
             self._settle(task, self._classify(group, error), error, now)
 
     def _broken(
@@ -455,20 +470,22 @@ class Coordinator:
         isolated: bool,
         exc: BaseException,
     ) -> None:
-        """A worker died and broke the pool that ran ``tasks``.
+        """A worker died, failing the work items that were with it: ``tasks`` among them.
 
-        The standard library fails every task that was in a broken pool, guilty or not.
-        Those tasks become suspects, each re-run alone on a one-worker isolation pool: a
-        suspect that breaks that pool too is the culprit and is charged an attempt that
-        raised ``exc``; the others were innocent and are charged nothing. A pool of the
-        user's own cannot be replaced: every task that was in it is charged.
+        The standard library fails every task that was in a broken pool, guilty or not, and
+        Dask every task queued on a dead worker. Those tasks become suspects, each re-run
+        alone (on a one-worker isolation pool for the runner's own pools): a suspect that
+        loses its worker again is the culprit and is charged an attempt that raised ``exc``;
+        the others were innocent and are charged nothing. A broken pool of the user's own
+        cannot be replaced: every task that was in it is charged.
         """
-        if group.executor_key is None:
-            self._charge(group, tasks, exc, f"was in the executor {executor!r} when it broke")
-            return
-        self._replace(group, executor, isolated)
+        if isinstance(exc, BrokenExecutor):
+            if group.executor_key is None:
+                self._charge(group, tasks, exc, f"was in the executor {executor!r} when it broke")
+                return
+            self._replace(group, executor, isolated)
         if isolated:
-            self._charge(group, tasks, exc, "broke its worker process when run alone")
+            self._charge(group, tasks, exc, "lost its worker process when run alone")
             return
         for task in tasks:
             task.isolate = True

@@ -6,7 +6,7 @@ import inspect
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from ._config import ExecutorInitializerConfig, set_fields
@@ -18,6 +18,7 @@ __all__ = [
     "executor_kwargs",
     "is_process_pool",
     "is_standard_pool",
+    "lost_a_worker",
     "sends_work_away",
     "worker_count",
 ]
@@ -144,6 +145,18 @@ def sends_work_away(executor: Executor | type[Executor]) -> bool:
     return is_process_pool(cls) or bool(
         getattr(cls, "_event_pipeline_pickles", False)
     )
+
+
+def lost_a_worker(executor: Executor, exc: BaseException) -> bool:
+    """Whether ``exc``, failing a work item of ``executor``, says a worker process died.
+
+    True for the standard library's broken pools, and for executors that say so through a
+    ``_event_pipeline_worker_lost(exc)`` class hook (the Dask executor: ``KilledWorker``).
+    """
+    if isinstance(exc, BrokenExecutor):
+        return True
+    hook = getattr(type(executor), "_event_pipeline_worker_lost", None)
+    return bool(hook is not None and hook(exc))
 
 
 def worker_count(executor: Executor) -> int:

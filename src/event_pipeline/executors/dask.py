@@ -168,6 +168,18 @@ class DaskExecutor(Executor):
     # arguments pickle before submitting them.
     _event_pipeline_pickles: ClassVar[bool] = True
 
+    @staticmethod
+    def _event_pipeline_worker_lost(exc: BaseException) -> bool:
+        """Tells the runner that ``exc`` means a worker died (Dask's ``KilledWorker``).
+
+        The runner then treats the tasks that failed with it as suspects and re-runs each
+        alone, as it does for a broken process pool: only the one that kills its worker
+        again is charged.
+        """
+        from distributed.scheduler import KilledWorker
+
+        return isinstance(exc, KilledWorker)
+
     def __init__(self, address: str | None = None, max_workers: int | None = None) -> None:
         if address is not None and not isinstance(address, str):
             raise TypeError(f"address must be a string or None, not {type(address).__name__}")

@@ -22,6 +22,7 @@ import argparse
 import cProfile
 import datetime
 import faulthandler
+import functools
 import gc
 import json
 import multiprocessing
@@ -167,6 +168,15 @@ def _median(values: list[float]) -> float:
 def _collect() -> None:
     """Start each timed section from the same garbage-collector state."""
     gc.collect()
+
+
+def _per_call(call: Callable[[int], object], n: int) -> float:
+    """Seconds per call of ``call(i)`` over ``range(n)``, after a garbage collection."""
+    _collect()
+    t0 = time.perf_counter()
+    for i in range(n):
+        call(i)
+    return (time.perf_counter() - t0) / n
 
 
 def _check_results(run: Any, expected: list[Any], what: str) -> None:
@@ -322,16 +332,10 @@ def bench_repeated_runs(ctx: Context) -> list[Figure]:
         first_ms = (time.perf_counter() - first_t0) * 1e3
         pool.submit(_events.trivial, 0).result()
         for _ in range(ctx.repeat):
-            _collect()
-            t0 = time.perf_counter()
-            for i in range(n):
-                runner.run(_events.TrivialProcess, i)
-            fig.samples.append((time.perf_counter() - t0) / n * 1e3)
-            _collect()
-            t0 = time.perf_counter()
-            for i in range(n):
-                pool.submit(_events.trivial, i).result()
-            raw_ms.append((time.perf_counter() - t0) / n * 1e3)
+            fig.samples.append(
+                _per_call(functools.partial(runner.run, _events.TrivialProcess), n) * 1e3
+            )
+            raw_ms.append(_per_call(lambda i: pool.submit(_events.trivial, i).result(), n) * 1e3)
         _check_results(runner.run(_events.TrivialProcess, 77), [77], "repeated runs")
     fig.detail = (
         f"raw submit().result() {_median(raw_ms):.3f} ms; first run (creates the pool) "
@@ -524,21 +528,13 @@ def bench_one_task_runs(ctx: Context) -> list[Figure]:
             runner.run(_events.TrivialThread, i)
             pool.submit(_events.trivial, i).result()
         for _ in range(ctx.repeat):
-            _collect()
-            t0 = time.perf_counter()
-            for i in range(n):
-                runner.run(_events.Trivial, i)
-            inline.samples.append((time.perf_counter() - t0) / n * 1e6)
-            _collect()
-            t0 = time.perf_counter()
-            for i in range(n):
-                runner.run(_events.TrivialThread, i)
-            threaded.samples.append((time.perf_counter() - t0) / n * 1e6)
-            _collect()
-            t0 = time.perf_counter()
-            for i in range(n):
-                pool.submit(_events.trivial, i).result()
-            raw_us.append((time.perf_counter() - t0) / n * 1e6)
+            inline.samples.append(
+                _per_call(functools.partial(runner.run, _events.Trivial), n) * 1e6
+            )
+            threaded.samples.append(
+                _per_call(functools.partial(runner.run, _events.TrivialThread), n) * 1e6
+            )
+            raw_us.append(_per_call(lambda i: pool.submit(_events.trivial, i).result(), n) * 1e6)
         _check_results(runner.run(_events.TrivialThread, 5), [5], "one-task run")
     inline.detail = f"{n:,} runs, warm runner"
     threaded.detail = f"raw TPE(4) submit().result() {_median(raw_us):.1f} us; {n:,} runs"

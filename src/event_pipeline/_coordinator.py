@@ -234,8 +234,7 @@ class Group:
         return attempts
 
     def retry_wait(self, retry: int) -> float:
-        override = retry_overrides.current
-        if override is not None and override.zero_waits:
+        if retry_overrides.current is not None:
             return 0.0
         policy = self.settings.retry_policy
         assert policy is not None

@@ -45,9 +45,8 @@ def is_retryable(retry_on: tuple[type[BaseException], ...], exc: BaseException) 
 
 @dataclass(frozen=True)
 class RetryOverride:
-    """What the testing mode changes: backoff waits, and optionally a cap on attempts."""
+    """An active testing mode: every backoff wait is zero, and attempts may be capped."""
 
-    zero_waits: bool = True
     max_attempts: int | None = None
 
 

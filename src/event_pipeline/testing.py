@@ -48,7 +48,7 @@ def instant_retries(max_attempts: int | None = None) -> Iterator[None]:
         raise ImproperlyConfigured(
             f"instant_retries: max_attempts must be an int greater than 0, got {max_attempts!r}"
         )
-    override = RetryOverride(zero_waits=True, max_attempts=max_attempts)
+    override = RetryOverride(max_attempts=max_attempts)
     retry_overrides.push(override)
     try:
         yield

@@ -228,6 +228,16 @@ def bench_inline(ctx: Context) -> list[Figure]:
     return [fig]
 
 
+def _timed_map(runner_map: Callable[[], Any], expected: list[Any], what: str) -> float:
+    """Seconds one runner map takes, after a garbage collection; its results are checked."""
+    _collect()
+    t0 = time.perf_counter()
+    result = runner_map()
+    elapsed = time.perf_counter() - t0
+    _check_results(result, expected, what)
+    return elapsed
+
+
 def _time_map_pair(
     ctx: Context,
     fig: Figure,
@@ -245,12 +255,7 @@ def _time_map_pair(
         out = raw_map()
         raw_s.append(time.perf_counter() - t0)
         del out
-        _collect()
-        t0 = time.perf_counter()
-        result = runner_map()
-        runner_s.append(time.perf_counter() - t0)
-        _check_results(result, expected, what)
-        del result
+        runner_s.append(_timed_map(runner_map, expected, what))
         fig.samples.append(runner_s[-1] / raw_s[-1])
 
 
@@ -496,18 +501,18 @@ def bench_policy_overhead(ctx: Context) -> list[Figure]:
         runner.map(_events.TrivialThread, range(1_000))
         runner.map(_events.TrivialThreadWithPolicy, range(1_000))
         for _ in range(ctx.repeat):
-            _collect()
-            t0 = time.perf_counter()
-            result = runner.map(_events.TrivialThread, range(n))
-            without_us.append((time.perf_counter() - t0) / n * 1e6)
-            _check_results(result, expected, "policy overhead (without)")
-            del result
-            _collect()
-            t0 = time.perf_counter()
-            result = runner.map(_events.TrivialThreadWithPolicy, range(n))
-            with_us.append((time.perf_counter() - t0) / n * 1e6)
-            _check_results(result, expected, "policy overhead (with)")
-            del result
+            without = _timed_map(
+                lambda: runner.map(_events.TrivialThread, range(n)),
+                expected,
+                "policy overhead (without)",
+            )
+            with_policy = _timed_map(
+                lambda: runner.map(_events.TrivialThreadWithPolicy, range(n)),
+                expected,
+                "policy overhead (with)",
+            )
+            without_us.append(without / n * 1e6)
+            with_us.append(with_policy / n * 1e6)
             fig.samples.append(with_us[-1] - without_us[-1])
     fig.detail = (
         f"thread map of {n:,}: with RetryPolicy() {_median(with_us):.2f} us/task, "

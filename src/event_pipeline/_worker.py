@@ -32,8 +32,52 @@ Item = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 def _describe(value: object, limit: int = 200) -> str:
-    text = repr(value)
+    """``repr(value)``, shortened; never raises, whatever ``__repr__`` does."""
+    try:
+        text = repr(value)
+        if not isinstance(text, str):
+            raise TypeError("__repr__ returned a non-string")
+    except Exception:
+        return f"<{describe_type(value)} object (its repr() failed)>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_type(value: object) -> str:
+    """The qualified name of ``value``'s real type (not what ``__class__`` claims)."""
+    cls = type(value)
+    return f"{cls.__module__}.{cls.__qualname__}" if cls.__module__ != "builtins" else cls.__name__
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``"Type: message"`` for ``exc``; never raises (falls back to the type name)."""
+    try:
+        message = str(exc)
+        if not isinstance(message, str):
+            raise TypeError("__str__ returned a non-string")
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be read)"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def judge(event_class: type[Any], returned: object) -> Outcome:
+    """Classify what ``process`` returned: ``OK`` with a plain ``(bool, value)`` tuple, else
+    ``FATAL`` with a ``TypeError`` naming the event.
+
+    The checks go through ``tuple``'s own slots, so a subclass whose ``__len__``,
+    ``__getitem__`` or ``__class__`` lies cannot fool them or raise from them.
+    """
+    if issubclass(type(returned), tuple) and tuple.__len__(returned) == 2:  # type: ignore[arg-type]
+        first = tuple.__getitem__(returned, 0)  # type: ignore[arg-type]
+        if type(first) is bool:
+            return OK, (first, tuple.__getitem__(returned, 1))  # type: ignore[arg-type]
+        return FATAL, TypeError(
+            f"{event_class.__name__}.process must return (bool, value): the first item must "
+            f"be True or False, but it was {_describe(first)}"
+        )
+    return FATAL, TypeError(
+        f"{event_class.__name__}.process must return a 2-tuple (bool, value), "
+        f"but it returned {_describe(returned)}"
+    )
 
 
 def attempt(
@@ -49,12 +93,7 @@ def attempt(
         if retry_on is not None and is_retryable(retry_on, exc):
             return RETRY, exc
         return FATAL, exc
-    if isinstance(returned, tuple) and len(returned) == 2 and isinstance(returned[0], bool):
-        return OK, returned
-    return FATAL, TypeError(
-        f"{event_class.__name__}.process must return a 2-tuple (bool, value), "
-        f"but it returned {_describe(returned)}"
-    )
+    return judge(event_class, returned)
 
 
 def run_batch(

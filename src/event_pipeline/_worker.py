@@ -71,8 +71,9 @@ def judge(event_class: type[Any], returned: object) -> Outcome:
         if type(first) is bool:
             return OK, (first, tuple.__getitem__(returned, 1))  # type: ignore[arg-type]
         return FATAL, TypeError(
-            f"{event_class.__name__}.process must return (bool, value): the first item must "
-            f"be True or False, but it was {_describe(first)}"
+            f"{event_class.__name__}.process must return (bool, value), but it returned "
+            f"{_describe(returned)}: the first item must be True or False, not "
+            f"{_describe(first)} ({describe_type(first)})"
         )
     return FATAL, TypeError(
         f"{event_class.__name__}.process must return a 2-tuple (bool, value), "

@@ -58,5 +58,7 @@ def test_import_loads_only_the_standard_library() -> None:
 
 
 def test_version() -> None:
-    """``__version__`` comes from the installed metadata."""
-    assert event_pipeline.__version__ == "0.1.0"
+    """``__version__`` is the version of the installed distribution, event-pipeline-futures."""
+    from importlib.metadata import version
+
+    assert event_pipeline.__version__ == version("event-pipeline-futures") == "0.1.0"

@@ -14,6 +14,8 @@ from ._sentinel import EMPTY
 from .decorators import event
 from .exceptions import ImproperlyConfigured, StopProcessingError
 
+__version__ = "0.1.0"
+
 __all__ = [
     "EMPTY",
     "DefaultExecutor",
@@ -33,10 +35,3 @@ __all__ = [
 # The library logs retries; what to do with them is the application's choice.
 logging.getLogger("event_pipeline").addHandler(logging.NullHandler())
 
-
-def __getattr__(name: str) -> str:
-    if name == "__version__":
-        from importlib.metadata import version
-
-        return version("event-pipeline")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

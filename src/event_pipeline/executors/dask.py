@@ -1,7 +1,8 @@
 """A ``concurrent.futures`` executor that runs work on a Dask distributed cluster.
 
-Requires the optional extra: ``pip install "event-pipeline[dask]"``. Dask is imported only when an
-executor first connects, so ``import event_pipeline`` (and this module) stays free of it.
+Requires the optional extra: ``pip install "event-pipeline-futures[dask]"`` (from a clone:
+``pip install -e ".[dask]"``). Dask is imported only when an executor first connects, so
+``import event_pipeline`` (and this module) stays free of it.
 
 How a submission travels::
 
@@ -52,7 +53,8 @@ ADDRESS_ENV_VAR = "EVENT_PIPELINE_DASK_ADDRESS"
 
 _INSTALL_HINT = (
     'DaskExecutor needs the optional dependency "distributed"; '
-    'install it with: pip install "event-pipeline[dask]"'
+    'install it with: pip install "event-pipeline-futures[dask]" '
+    '(from a clone of event_pipeline: pip install -e ".[dask]")'
 )
 
 # Bounds for closing the client and a local cluster: shutdown() must never hang, even when the
@@ -159,7 +161,8 @@ class DaskExecutor(Executor):
             the number of worker threads the cluster reports when the executor connects.
 
     Raises:
-        ImportError: ``distributed`` is not installed (``pip install "event-pipeline[dask]"``).
+        ImportError: ``distributed`` is not installed
+            (``pip install "event-pipeline-futures[dask]"``).
         TypeError: ``address`` is not a string or ``max_workers`` not an integer.
         ValueError: ``max_workers`` is less than 1.
     """

@@ -6,10 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import pytest
+
+from event_pipeline import EventBase, ImproperlyConfigured, Runner
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
@@ -94,3 +97,141 @@ def test_missing_dask_extra_names_this_distribution() -> None:
     assert done.returncode == 0, done.stderr
     assert f'pip install "{DISTRIBUTION}[dask]"' in done.stdout
     assert 'pip install -e ".[dask]"' in done.stdout
+
+
+def test_version_matches_pyproject() -> None:
+    """``__version__`` is written in the package and agrees with pyproject.toml."""
+    tomllib = pytest.importorskip("tomllib")
+    import event_pipeline
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert event_pipeline.__version__ == project["version"]
+
+
+# -- 2. A misspelt setting fails at class creation -----------------------------------------------
+
+
+def _make(attributes: dict[str, object]) -> type[EventBase]:
+    def process(self: EventBase) -> tuple[bool, object]:
+        return True, None
+
+    return type("MyEvent", (EventBase,), {"__module__": __name__, "process": process, **attributes})
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("retry_polciy", "retry_policy"),
+        ("retry_policies", "retry_policy"),
+        ("executor_configs", "executor_config"),
+        ("executer", "executor"),
+        ("stop_on_exeption", "stop_on_exception"),
+        ("stop_on_exceptions", "stop_on_exception"),
+        ("execution_evaluation_states", "execution_evaluation_state"),
+        ("evaluation_state", "execution_evaluation_state"),
+        ("Retry_Policy", "retry_policy"),
+        ("time_out", "timeout"),
+    ],
+)
+def test_misspelt_setting_names_the_setting_meant(name: str, meant: str) -> None:
+    """A public attribute close to a setting's name is ImproperlyConfigured, with a suggestion."""
+    with pytest.raises(ImproperlyConfigured) as caught:
+        _make({name: {"max_attempts": 3}})
+    assert str(caught.value).startswith(f"MyEvent.{name}: ")
+    assert f"did you mean {meant!r}" in str(caught.value)
+
+
+def test_class_statement_with_misspelt_setting_fails() -> None:
+    """The check runs for an ordinary class statement, as the newcomer wrote it."""
+    with pytest.raises(ImproperlyConfigured, match=r"Fetch\.retry_polciy: .*'retry_policy'"):
+
+        class Fetch(EventBase):
+            retry_polciy = {"max_attempts": 3}
+
+            def process(self) -> tuple[bool, object]:
+                return True, None
+
+
+def test_executor_config_field_on_the_class_points_to_executor_config() -> None:
+    """``max_workers = 4`` on a class (as @event takes it) says to put it in executor_config."""
+    with pytest.raises(ImproperlyConfigured, match=r"MyEvent\.max_workers: .*"
+                       r"did you mean executor_config = \{'max_workers': 4\}"):
+        _make({"max_workers": 4})
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"_retry_polciy": 1, "_executer": 2},  # private: the user's own business
+        {"route": classmethod(lambda cls, run: 1)},  # a hook, not a typo
+        {"retries": 3, "name": "x", "executors_used": [], "policy": None, "stop": False},
+        {"retry_policy": {"max_attempts": 2}, "stop_on_exception": True},
+    ],
+)
+def test_settings_private_and_unrelated_attributes_are_accepted(
+    attributes: dict[str, object],
+) -> None:
+    """Real settings, private names and names unlike any setting's are left alone."""
+    assert issubclass(_make(attributes), EventBase)
+
+
+def test_inherited_attributes_are_checked_once() -> None:
+    """Only a class's own attributes are checked, so subclasses of a valid event stay valid."""
+    base = _make({"retries": 3})
+    assert issubclass(type("Child", (base,), {"__module__": __name__}), base)
+
+
+# -- 3. A setting assigned on the instance warns -------------------------------------------------
+
+
+class _SetsOnInstance(EventBase):
+    def process(self, value: int) -> tuple[bool, int]:
+        self.stop_on_exception = True
+        self.retry_policy = None
+        self.seen = value  # not a setting: no warning
+        return True, value
+
+
+class _SetsOrdinaryAttributes(EventBase):
+    def process(self, value: int) -> tuple[bool, int]:
+        self.seen = value
+        self.executor_note = "mine"
+        return True, value
+
+
+def test_setting_assigned_on_instance_warns_once_per_class() -> None:
+    """``self.stop_on_exception = True`` in process warns once, naming event and attribute."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Runner() as runner:
+            run = runner.map(_SetsOnInstance, [1, 2, 3])
+            runner.run(_SetsOnInstance, 4)
+    assert run.success and [r.content for r in run.results] == [1, 2, 3]
+    assert [w.category for w in caught] == [RuntimeWarning]
+    message = str(caught[0].message)
+    assert "_SetsOnInstance.stop_on_exception" in message
+    assert "declare stop_on_exception on the class _SetsOnInstance" in message
+    assert caught[0].filename == __file__  # points at the user's assignment
+
+
+def test_ordinary_instance_attributes_do_not_warn() -> None:
+    """Attributes that are not settings are assigned as on any object, silently."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        event = _SetsOrdinaryAttributes()
+        assert event.process(5) == (True, 5)
+    assert vars(event) == {"seen": 5, "executor_note": "mine"}
+
+
+def test_instance_setting_still_changes_nothing() -> None:
+    """The class's settings decide the run, whatever process assigned on its instance."""
+    with pytest.warns(RuntimeWarning), Runner() as runner:
+        event = _make({})
+
+        def process(self: EventBase) -> tuple[bool, object]:
+            self.stop_on_exception = True
+            raise ValueError("boom")
+
+        event.process = process  # type: ignore[method-assign]
+        run = runner.run(event)
+    assert not run.success and isinstance(run.results[0].exception, ValueError)

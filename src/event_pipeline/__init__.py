@@ -14,6 +14,8 @@ from ._sentinel import EMPTY
 from .decorators import event
 from .exceptions import ImproperlyConfigured, StopProcessingError
 
+# Written out rather than read from importlib.metadata, whose import would add about half again
+# to ``import event_pipeline``; a test keeps it equal to pyproject.toml's version.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -7,6 +7,8 @@ the declaration, at class creation and again whenever a setting was reassigned s
 from __future__ import annotations
 
 import abc
+import difflib
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -37,6 +39,27 @@ SETTING_NAMES = (
     "execution_evaluation_state",
     "stop_on_exception",
 )
+
+# Assigning one of these on an instance changes nothing (each attempt gets a fresh instance
+# and the settings are read from the class), so EventBase.__setattr__ warns about it.
+_SETTINGS = frozenset(SETTING_NAMES)
+
+# Names a misspelt class attribute is compared with. ``timeout`` is here ahead of being a
+# setting (SPEC §14.2) so that ``time_out = 5`` is caught as soon as it is one.
+_SUGGESTED_NAMES = tuple(dict.fromkeys((*SETTING_NAMES, "timeout")))
+
+# Slips difflib's ratio misses (no generic words: ``retries = 3`` may be the user's own), and
+# executor_config's fields written on the class as @event takes them.
+_KNOWN_SLIPS = {
+    "evaluation_state": "execution_evaluation_state",
+    "execution_state": "execution_evaluation_state",
+}
+_CONFIG_FIELDS = ("max_workers", "max_tasks_per_child", "thread_name_prefix")
+
+# Event classes already warned about a setting assigned on an instance: once is enough.
+_warned_instance_settings: set[type[EventBase]] = set()
+# Bound once: a global lookup is cheaper than ``object.__setattr__`` or ``super()`` per call.
+_object_setattr = object.__setattr__
 
 
 class EventSettings(NamedTuple):
@@ -117,6 +140,32 @@ def _validate(cls: type[EventBase]) -> EventSettings:
     )
 
 
+def _check_misspelt_settings(cls: type[EventBase]) -> None:
+    """Fail on a public class attribute whose name is a near miss of a setting's.
+
+    Such an attribute would otherwise be ignored in silence: ``retry_polciy = {...}`` runs
+    with no retries at all.
+    """
+    for name in cls.__dict__:
+        if name.startswith("_") or name in _SUGGESTED_NAMES:
+            continue
+        if name in _CONFIG_FIELDS:
+            value = cls.__dict__[name]
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{name}: not an event setting; did you mean "
+                f"executor_config = {{{name!r}: {value!r}}}?"
+            )
+        suggestion = _KNOWN_SLIPS.get(name.lower())
+        if suggestion is None:
+            close = difflib.get_close_matches(name.lower(), _SUGGESTED_NAMES, n=1, cutoff=0.8)
+            suggestion = close[0] if close else None
+        if suggestion is not None:
+            raise ImproperlyConfigured(
+                f"{cls.__name__}.{name}: not an event setting; did you mean {suggestion!r}? "
+                f"(an attribute of your own may start with '_')"
+            )
+
+
 def settings_of(cls: type[EventBase]) -> EventSettings:
     """The validated settings of ``cls``, re-checked when an attribute changed since.
 
@@ -136,6 +185,19 @@ def settings_of(cls: type[EventBase]) -> EventSettings:
     settings = _validate(cls)
     type.__setattr__(cls, "_event_pipeline_settings", settings)
     return settings
+
+
+def _warn_instance_setting(cls: type[EventBase], name: str) -> None:
+    if cls in _warned_instance_settings:
+        return
+    _warned_instance_settings.add(cls)
+    warnings.warn(
+        f"{cls.__name__}.{name} was assigned on an instance, which changes nothing: every "
+        f"attempt runs on a fresh instance and settings are read from the class; declare "
+        f"{name} on the class {cls.__name__} instead",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class EventBase(metaclass=_EventMeta):
@@ -175,7 +237,14 @@ class EventBase(metaclass=_EventMeta):
                     f"{cls.__name__}.{reserved}: {reserved!r} is reserved on events "
                     f"(names reserved: {', '.join(RESERVED_NAMES)}); rename it"
                 )
+        _check_misspelt_settings(cls)
         settings_of(cls)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Only a frozenset lookup on the way: ``self.x = ...`` in process() stays cheap.
+        if name in _SETTINGS:
+            _warn_instance_setting(type(self), name)
+        _object_setattr(self, name, value)
 
     @abc.abstractmethod
     def process(self, *args: Any, **kwargs: Any) -> tuple[bool, Any]:

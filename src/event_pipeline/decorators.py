@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._config import ExecutorInitializerConfig, RetryPolicy
 from ._evaluation import EventExecutionEvaluationState
@@ -15,6 +15,20 @@ from .exceptions import ImproperlyConfigured
 __all__ = ["event"]
 
 _Function = Callable[..., tuple[bool, Any]]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R", bound="tuple[bool, Any]")
+
+if TYPE_CHECKING:
+
+    class FunctionEvent(EventBase, Generic[_P, _R]):
+        """What ``@event`` returns, as type checkers see it: an event whose ``func`` keeps
+        the decorated function's signature, so ``double.func(21)`` is checked like a call
+        of ``double`` before decoration. It exists only for type checkers: at run time the
+        class made by ``@event`` subclasses :class:`EventBase` directly.
+        """
+
+        func: Callable[_P, _R]
 
 
 def _process(self: EventBase, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
@@ -36,7 +50,7 @@ def _make_event(function: _Function, settings: dict[str, Any]) -> type[EventBase
 
 
 @overload
-def event(function: _Function, /) -> type[EventBase]: ...
+def event(function: Callable[_P, _R], /) -> type[FunctionEvent[_P, _R]]: ...
 
 
 @overload
@@ -50,7 +64,7 @@ def event(
     retry_policy: RetryPolicy | dict[str, Any] | EmptyType | None = ...,
     executor_config: ExecutorInitializerConfig | dict[str, Any] | EmptyType = ...,
     execution_evaluation_state: EventExecutionEvaluationState | EmptyType = ...,
-) -> Callable[[_Function], type[EventBase]]: ...
+) -> Callable[[Callable[_P, _R]], type[FunctionEvent[_P, _R]]]: ...
 
 
 def event(

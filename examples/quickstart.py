@@ -48,7 +48,8 @@ class FlakyService(EventBase):
 
     def process(self, request: str) -> tuple[bool, Any]:
         _calls[request] = _calls.get(request, 0) + 1
-        elapsed = time.monotonic() - _started.setdefault(request, time.monotonic())
+        now = time.monotonic()
+        elapsed = now - _started.setdefault(request, now)
         print(f"    attempt {_calls[request]} of {request!r} at +{elapsed:.2f}s")
         if _calls[request] < 3:
             raise ConnectionError("service unavailable")

@@ -235,3 +235,46 @@ def test_instance_setting_still_changes_nothing() -> None:
         event.process = process  # type: ignore[method-assign]
         run = runner.run(event)
     assert not run.success and isinstance(run.results[0].exception, ValueError)
+
+
+# -- 5. Plain output -----------------------------------------------------------------------------
+
+
+def test_module_help_shows_no_stray_helpers() -> None:
+    """``help(event_pipeline)`` lists the public functions only, and the version."""
+    import pydoc
+
+    import event_pipeline
+
+    text = pydoc.render_doc(event_pipeline, renderer=pydoc.plaintext)
+    functions = text.split("\nFUNCTIONS\n", 1)[1].split("\nDATA\n", 1)[0]
+    listed = {line.split("(", 1)[0].strip() for line in functions.splitlines()
+              if line.startswith("    ") and not line.startswith("     ") and "(" in line}
+    assert listed == {"event", "run"}
+    assert "__getattr__" not in text
+    assert f"VERSION\n    {event_pipeline.__version__}" in text
+
+
+def test_quickstart_prints_elapsed_times_with_one_sign() -> None:
+    """The retry demo prints ``+0.00s``, never ``+-0.00s``."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    elapsed = re.findall(r"attempt \d of 'GET /status' at (\S+)s", out)
+    assert len(elapsed) == 3 and elapsed[0] == "+0.00", out
+    assert all(re.fullmatch(r"\+\d+\.\d\d", value) for value in elapsed), elapsed
+
+
+def test_seed_test_skip_reason_says_what_and_where(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Where the seed is absent, the skipped test says what it checks and where it runs."""
+    import test_seed
+
+    monkeypatch.setattr(test_seed, "SEED_DIR", tmp_path / "shared" / "seed")
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        test_seed.seed_blocks()
+    reason = str(skipped.value)
+    assert "code block of the upstream 'Events' tutorial" in reason and "runs unchanged" in reason
+    assert "beside the clone, as in CI" in reason and str(tmp_path) in reason

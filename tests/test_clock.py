@@ -23,7 +23,7 @@ class FakeClock(Clock):
     def monotonic(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, wake: object = None) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
 
@@ -54,7 +54,7 @@ def fresh_clock() -> None:
 
 def test_retry_schedule_is_exact() -> None:
     """Waits 0.1, 0.2, 0.3, 0.3, 0.3 between six attempts; duration is their sum."""
-    with Runner(_clock=clock) as runner:
+    with Runner._with_clock(clock) as runner:
         [result] = runner.run(AlwaysFails, "a").results
     assert [t - 1000.0 for _, t in calls] == pytest.approx([0, 0.1, 0.3, 0.6, 0.9, 1.2])
     assert clock.sleeps == pytest.approx([0.1, 0.2, 0.3, 0.3, 0.3])
@@ -64,7 +64,7 @@ def test_retry_schedule_is_exact() -> None:
 
 def test_backoffs_interleave_across_tasks() -> None:
     """Two backing-off tasks share the waits: the runner sleeps only until the next due retry."""
-    with Runner(_clock=clock) as runner:
+    with Runner._with_clock(clock) as runner:
         run = runner.map(AlwaysFails, ["a", "b"])
     assert [r.attempts for r in run.results] == [6, 6]
     times = {name: [t - 1000.0 for n, t in calls if n == name] for name in "ab"}
@@ -74,7 +74,8 @@ def test_backoffs_interleave_across_tasks() -> None:
 
 def test_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     """Every retry is logged with event, task id, attempt, exception type and delay."""
-    with caplog.at_level(logging.INFO, logger="event_pipeline"), Runner(_clock=clock) as runner:
+    runner = Runner._with_clock(clock)
+    with caplog.at_level(logging.INFO, logger="event_pipeline"), runner:
         runner.run(AlwaysFails, "a")
     records = [r for r in caplog.records if r.name == "event_pipeline"]
     assert len(records) == 5
@@ -84,7 +85,7 @@ def test_each_retry_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     assert first.exception_type == "ConnectionError"  # type: ignore[attr-defined]
     assert first.delay == pytest.approx(0.1)  # type: ignore[attr-defined]
     assert "AlwaysFails" in first.getMessage() and "ConnectionError" in first.getMessage()
-    assert first.task_id.endswith(".0")  # type: ignore[attr-defined]
+    assert first.task_id.endswith(":0")  # type: ignore[attr-defined]
 
 
 def test_library_installs_only_a_null_handler() -> None:

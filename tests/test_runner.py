@@ -163,7 +163,7 @@ def test_stop_on_exception(runner: Runner, kind: str) -> None:
     assert "Stopper" in str(error)
     partial = error.run
     assert partial.success is False
-    indices = [int(r.task_id.rsplit(".", 1)[1]) for r in partial.results]
+    indices = [int(r.task_id.rsplit(":", 1)[1]) for r in partial.results]
     assert indices == sorted(indices)
     # Tasks not started were cancelled: far fewer than 60 ran; inline, none after the failure.
     assert len(partial.results) < 30
@@ -183,7 +183,7 @@ def test_stop_on_exception_in_imap(runner: Runner, kind: str) -> None:
             yielded.append(result.content)
     assert yielded == list(range(len(yielded))) and len(yielded) <= 3
     assert isinstance(info.value.__cause__, ValueError)
-    pending = [int(r.task_id.rsplit(".", 1)[1]) for r in info.value.run.results]
+    pending = [int(r.task_id.rsplit(":", 1)[1]) for r in info.value.run.results]
     assert pending == sorted(pending) and all(i >= len(yielded) for i in pending)
     assert 3 in pending
 
@@ -214,7 +214,7 @@ def test_executors_are_reused(kind: str) -> None:
         runner.run(variant(Echo, kind), 1)
         runner.map(variant(Square, kind), [1, 2])
         runner.run(variant(Echo, kind), 2)
-        assert len(runner._executors) == 1
+        assert len(runner._cache._executors) == 1
 
 
 def test_executor_instance_used_as_is() -> None:
@@ -263,7 +263,7 @@ def test_threads_share_a_runner(runner: Runner, kind: str) -> None:
         t.join(timeout=60)
         assert not t.is_alive()
     assert outcomes == {n: [i * i for i in range(n * 100, n * 100 + 200)] for n in range(4)}
-    assert sum(key[0] is event.executor for key in runner._executors) == 1
+    assert sum(key[0] is event.executor for key in runner._cache._executors) == 1
 
 
 def test_backing_off_task_does_not_hold_the_worker(tmp_path: Path) -> None:
@@ -295,7 +295,7 @@ def test_max_tasks_per_child_is_honoured() -> None:
 
     with Runner() as runner:
         run = runner.map(Pid, range(6))
-        [pool] = runner._executors.values()
+        [pool] = runner._cache._executors.values()
         assert pool._mp_context.get_start_method() == "spawn"  # type: ignore[attr-defined]
     assert len({r.content for r in run.results}) >= 3
 

@@ -19,7 +19,7 @@ class RecordingClock(Clock):
     def __init__(self) -> None:
         self.sleeps: list[float] = []
 
-    def sleep(self, seconds: float) -> None:
+    def sleep(self, seconds: float, wake: object = None) -> None:
         self.sleeps.append(seconds)
 
 
@@ -39,7 +39,7 @@ def fast_retries() -> Any:
 def test_waits_become_zero(fast_retries: None) -> None:
     """A 60 s backoff costs nothing inside the block: all four attempts are made."""
     clock = RecordingClock()
-    with Runner(_clock=clock) as runner:
+    with Runner._with_clock(clock) as runner:
         [result] = runner.run(SlowRetry).results
     assert result.attempts == 4
     assert all(s == 0 for s in clock.sleeps)

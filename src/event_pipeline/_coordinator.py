@@ -1,27 +1,24 @@
-"""The coordinator: how the tasks of a call are scheduled.
+"""The coordinator: how tasks are scheduled, in the thread that makes the call.
 
-One call (``run``, ``map`` or ``imap``) is driven by a :class:`Coordinator` in the calling
-thread; workers only ever run single attempts. The flow of a task::
+A call (``run``, ``map``, ``imap``, a flow) builds one :class:`Coordinator` and drives it
+with :meth:`Coordinator.step`; workers only ever run single attempts. Work comes from
+*owners* (event-run units, see ``_units``): each owner is asked for tasks while its window
+has room, and hears of each task's result. The life of a task::
 
-    inputs ─► Task  ─► group.ready ─► batch ─► executor.submit ─► future in flight
-                           ▲                                          │
-                           │ when due                                 │ wait(FIRST_COMPLETED,
-                           │                                          │  timeout=next due, ≤ 0.1 s)
-                      retry heap ◄── RETRY, attempts left ◄── classify each outcome
-                                                                      │ otherwise
-                                                                      ▼
-                                               EventResult ─► the unit's on_result callback
+    owner.admit() ─► add ─► lane.ready ─► batch ─► executor.submit ─► work item in flight
+                               ▲                                          │ wait(FIRST_COMPLETED,
+                               │ when due                                 │  ≤ next due, ≤ 0.1 s)
+                          retry heap ◄── RETRY with attempts left ◄── classify each outcome
+                                                                          │ otherwise
+                                                                          ▼
+                      owner.on_result ◄── completion queue ◄── EventResult
 
-The coordinator knows nothing of ``map`` or ``imap``: it schedules *tasks* of any number
-of events and calls back when each one settles, so later drivers (flows) can decide from a
-callback what to submit next, on the same executors, window and retry heap. A task
-waiting for its retry sits in the heap, never on a worker; meanwhile the executors are fed
-other ready work.
-
-Tasks of one event are sent in batches (one work item, one future, many tasks) once the
-runner has measured that they are short; each task in a batch keeps its own attempts,
-retries, result and timing. A group never has more than two batches per worker in
-flight, so a handful of slow tasks still run one per worker.
+One :class:`Lane` per executor holds what belongs to the pool rather than to a call's
+event: ready tasks (by plan, so batches hold one event's tasks), the in-flight budget (two
+work items per worker), the suspects of a broken pool and the one-at-a-time isolation flag.
+Results go through a queue drained by the loop, never by a nested call, so an owner that
+adds work from ``on_result`` (a flow opening its next step) cannot recurse, however long
+the chain. A task waiting for its retry sits in the heap, never on a worker.
 """
 
 from __future__ import annotations
@@ -36,30 +33,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import (
-    BrokenExecutor,
-    CancelledError,
-    Executor,
-    Future,
-)
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ._event import EventBase, EventSettings
 from ._executors import (
     DefaultExecutor,
+    ExecutorCache,
+    ExecutorKey,
     is_standard_pool,
     lost_a_worker,
-    sends_work_away,
     worker_count,
 )
 from ._results import EventResult
-from ._retry import backoff, is_retryable, retry_overrides
-from ._worker import FATAL, OK, RETRY, load_outcome, run_batch, run_pickled
+from ._retry import is_retryable
+from ._worker import (
+    BASE,
+    FATAL,
+    OK,
+    RETRY,
+    describe_exception,
+    load_outcome,
+    run_batch,
+    run_pickled,
+)
 
 if TYPE_CHECKING:
-    from ._runner import Runner
+    from ._plan import Plan
 
-__all__ = ["ISOLATION", "Clock", "Coordinator", "Group", "Task", "isolation_key"]
+__all__ = ["Clock", "Coordinator", "Lane", "Owner", "Task"]
 
 logger = logging.getLogger("event_pipeline")
 
@@ -82,9 +83,12 @@ WAIT_SLICE = 0.1
 class Clock:
     """Time as the runner sees it: a seam so tests can drive retries without sleeping."""
 
-    # The real functions themselves, not wrappers: ``run`` reads the clock twice per call.
+    # The real function itself, not a wrapper: ``run`` reads the clock twice per call.
     monotonic: Callable[[], float] = staticmethod(time.monotonic)
-    sleep: Callable[[float], None] = staticmethod(time.sleep)
+
+    def sleep(self, seconds: float, wake: threading.Event) -> None:
+        """Wait ``seconds``, or less when ``wake`` is set (the runner was shut down)."""
+        wake.wait(seconds)
 
     def wait(self, futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
         """Block until one of ``futures`` is done or ``timeout`` seconds passed."""
@@ -95,449 +99,563 @@ class Clock:
 
 
 class SigintDeferred:
-    """Holds Ctrl-C back while a standard pool records a work item, then acts on it.
+    """Holds Ctrl-C back while a standard pool records a work item.
 
     A ``KeyboardInterrupt`` raised inside ``ThreadPoolExecutor.submit`` can land between
     starting a worker thread and recording it, and ``shutdown()`` then never joins that
-    thread. Deferred to just after ``submit``, the interrupt finds the work item on record,
-    where the coordinator can cancel it. Only the main thread receives signals, and only it
-    may install handlers.
+    thread. Deferred, the interrupt is delivered by :meth:`deliver` once the coordinator
+    has recorded the new future, where it can cancel it. Only the main thread receives
+    signals and may install handlers, so it is used only there, decided at submit time.
     """
 
     __slots__ = ("pending", "previous")
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> SigintDeferred:
         self.pending: tuple[int, Any] | None = None
         self.previous = _signals.getsignal(signal.SIGINT)
         if callable(self.previous):
             _signals.signal(signal.SIGINT, self._record)
+        return self
 
     def _record(self, signum: int, frame: Any) -> None:
         self.pending = (signum, frame)
 
     def __exit__(self, *exc_info: object) -> None:
-        previous = self.previous
-        if callable(previous):
-            _signals.signal(signal.SIGINT, previous)
-            if self.pending is not None:
-                previous(*self.pending)
+        if callable(self.previous):
+            _signals.signal(signal.SIGINT, self.previous)
+
+    def deliver(self) -> None:
+        """Act on a Ctrl-C that arrived while deferred (raises ``KeyboardInterrupt``)."""
+        if self.pending is not None and callable(self.previous):
+            pending, self.pending = self.pending, None
+            self.previous(*pending)
+
+
+class Owner(Protocol):
+    """What the coordinator needs of whoever gives it tasks (an event-run unit)."""
+
+    task_prefix: str
+
+    def admit(self) -> bool:
+        """Add tasks while there is room; False once no more will ever come."""
+
+    def on_result(self, task: Task, result: EventResult) -> None:
+        """Take the final result of ``task``."""
 
 
 class Task:
-    """One unit of work: one set of arguments for one event, over all its attempts."""
+    """One set of arguments for one event, over all its attempts."""
 
     __slots__ = (
         "args",
         "attempts",
-        "group",
+        "dropped",
         "index",
         "isolate",
         "kwargs",
-        "on_result",
+        "owner",
         "payload",
+        "plan",
         "started",
     )
 
     def __init__(
         self,
-        group: Group,
+        plan: Plan,
+        owner: Owner,
         index: int,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        on_result: Callable[[Task, EventResult], None],
     ) -> None:
-        self.group = group
+        self.plan = plan
+        self.owner = owner
         self.index = index
         self.args = args
         self.kwargs = kwargs
-        self.on_result = on_result
         self.attempts = 0
         self.started: float | None = None
         self.payload: bytes | None = None
-        #: Run alone on the isolation pool: it was in a pool that broke.
+        #: Run alone: it was in a pool that broke.
         self.isolate = False
+        #: Its owner stopped: whatever comes back for it is ignored.
+        self.dropped = False
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.owner.task_prefix}{self.index}"
 
 
-class Group:
-    """The tasks of one event class going to one executor, with what batching has learnt."""
+class WorkItem(NamedTuple):
+    """One submitted future: the tasks it carries, where it went, whether run alone."""
+
+    lane: Lane
+    tasks: list[Task]
+    executor: Executor
+    isolated: bool
+
+
+class Lane:
+    """One executor within a coordinator: the pool's state, shared by every owner using it."""
 
     __slots__ = (
-        "batches_in_flight",
-        "event",
+        "budget",
         "executor",
-        "executor_key",
+        "in_flight",
         "isolating",
-        "isolation_pool",
-        "max_batches",
-        "name",
-        "per_task",
+        "isolation",
+        "key",
         "pool",
         "ready",
-        "remote",
-        "settings",
         "suspects",
-        "task_prefix",
-        "unbatched",
-        "window",
     )
 
-    def __init__(
-        self,
-        event: type[EventBase],
-        settings: EventSettings,
-        executor: Executor,
-        executor_key: tuple[Any, ...] | None,
-        window: int,
-        task_prefix: str,
-    ) -> None:
-        self.event = event
-        self.name = event.__name__
-        self.settings = settings
+    def __init__(self, executor: Executor, key: ExecutorKey | None) -> None:
         self.executor = executor
-        self.executor_key = executor_key
-        self.remote = sends_work_away(executor)
+        #: The cache key of a pool the runner owns (and replaces when broken); else None.
+        self.key = key
         #: A standard pool, whose submit() Ctrl-C must not interrupt (see SigintDeferred).
         self.pool = is_standard_pool(executor)
-        # Suspects of a pool the runner owns re-run on a one-worker pool of their own; other
-        # executors that lose workers (a Dask cluster survives it) re-run them in place.
-        self.isolation_pool = self.pool and executor_key is not None
-        self.window = window
-        self.task_prefix = task_prefix
-        self.ready: deque[Task] = deque()
-        self.batches_in_flight = 0
-        # Tasks that were in a pool when it broke, waiting to be re-run one at a time.
-        self.suspects: deque[Task] = deque()
-        self.isolating = False
         # Two work items per worker keep every worker busy between completions; an inline
         # executor runs one at a time, so a stop takes effect before the next task starts.
-        self.max_batches = 1 if type(executor) is DefaultExecutor else 2 * worker_count(executor)
-        # Seconds per task as measured inside the workers; None until a batch came back.
-        self.per_task: float | None = None
-        # One task per work item for a run that must stop before further tasks start, and
-        # for a pool that replaces its workers after so many work items.
-        self.unbatched = settings.stop_on_exception or any(
-            name == "max_tasks_per_child" for name, _ in (executor_key or ())[1:]
-        )
+        self.budget = 1 if type(executor) is DefaultExecutor else 2 * worker_count(executor)
+        self.in_flight = 0
+        self.ready: dict[Plan, deque[Task]] = {}
+        #: Tasks that were in a pool when it broke, re-run one at a time.
+        self.suspects: deque[Task] = deque()
+        self.isolating = False
+        #: Suspects of a pool the runner owns re-run on a one-worker pool of this
+        #: coordinator's own; other executors (a Dask cluster survives losing a worker)
+        #: re-run them in place.
+        self.isolation: Executor | None = None
 
-    def batch_size(self) -> int:
-        if self.per_task is None or self.unbatched:
+    def batch_size(self, plan: Plan, window: int) -> int:
+        per_task = plan.per_task
+        if per_task is None or plan.unbatched:
             return 1
-        by_time = int(BATCH_TARGET_SECONDS / max(self.per_task, 1e-9))
-        return max(1, min(MAX_BATCH, by_time, self.window // self.max_batches))
-
-    def max_attempts(self) -> int:
-        policy = self.settings.retry_policy
-        attempts = 1 if policy is None else policy.max_attempts
-        override = retry_overrides.current
-        if override is not None and override.max_attempts is not None:
-            attempts = min(attempts, override.max_attempts)
-        return attempts
-
-    def retry_wait(self, retry: int) -> float:
-        if retry_overrides.current is not None:
-            return 0.0
-        policy = self.settings.retry_policy
-        assert policy is not None
-        return backoff(policy, retry)
+        by_time = int(BATCH_TARGET_SECONDS / max(per_task, 1e-9))
+        return max(1, min(MAX_BATCH, by_time, window // self.budget))
 
 
-def isolation_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The cache key of the one-worker pool where suspects of ``key``'s pool are re-run."""
-    kwargs = dict(key[1:])
-    if "max_workers" in kwargs:
-        kwargs["max_workers"] = 1
-    return (key[0], *sorted(kwargs.items()), ISOLATION)
-
-
-ISOLATION = ("isolation", True)
+def _main_thread_ident() -> int:
+    return threading.main_thread().ident or 0
 
 
 class Coordinator:
-    """Schedules tasks on executors for one call, in the calling thread."""
+    """Schedules the tasks of one call on the runner's executors, in the calling thread.
 
-    def __init__(self, runner: Runner, clock: Clock) -> None:
-        self.runner = runner
+    Args:
+        cache: the runner's executors; the coordinator asks it for replacements.
+        clock: time and waiting (a seam for tests).
+    """
+
+    def __init__(self, cache: ExecutorCache, clock: Clock) -> None:
+        self.cache = cache
         self.clock = clock
-        #: Future -> (group, its tasks, the executor it went to, whether run in isolation).
-        self.in_flight: dict[Future[Any], tuple[Group, list[Task], Executor, bool]] = {}
+        self.lanes: dict[object, Lane] = {}
+        self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
-        self.groups: list[Group] = []
-        self.on_main_thread = threading.current_thread() is threading.main_thread()
+        self.completed: deque[tuple[Task, EventResult]] = deque()
+        self.owners: list[Owner] = []
         self._sequence = itertools.count()
-        #: Tasks submitted and not settled, or waiting for a retry.
-        self.load = 0
 
     # -- adding work ---------------------------------------------------------------------
-    def add(self, task: Task) -> None:
-        group = task.group
-        self.load += 1
-        if group.remote:
+    def attach(self, owner: Owner) -> None:
+        """Ask ``owner`` for tasks at every step until it says no more will come."""
+        self.owners.append(owner)
+
+    def lane(self, plan: Plan) -> Lane:
+        lane_id = plan.key if plan.key is not None else id(plan.executor)
+        lane = self.lanes.get(lane_id)
+        if lane is None:
+            lane = self.lanes[lane_id] = Lane(plan.executor, plan.key)
+        return lane
+
+    def add(self, task: Task, window: int) -> None:
+        """Queue ``task`` on its lane, and submit at once when the lane can take it.
+
+        Submitting as each input is read (rather than once the window is full) lets an
+        input that yields its next item only after earlier work started make progress.
+        """
+        plan = task.plan
+        if plan.remote:
             try:
                 task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
                 error = TypeError(
-                    f"{group.name}: the arguments of task {group.task_prefix}{task.index} "
-                    f"cannot be sent to a worker process ({type(exc).__name__}: {exc}); "
-                    "pass picklable values, with classes and functions defined at module level"
+                    f"{plan.name}: the arguments of task {task.task_id} cannot be sent to a "
+                    f"worker process ({describe_exception(exc)}); pass picklable values, "
+                    "with classes and functions defined at module level"
                 )
                 error.__cause__ = exc
                 self._settle(task, FATAL, error, self.clock.monotonic())
                 return
-        group.ready.append(task)
+        lane = self.lane(plan)
+        queue = lane.ready.get(plan)
+        if queue is None:
+            queue = lane.ready[plan] = deque()
+        queue.append(task)
+        if lane.in_flight < lane.budget and (
+            lane.in_flight == 0 or len(queue) >= lane.batch_size(plan, window)
+        ):
+            self._dispatch(lane, window)
 
-    def resume(self, task: Task, kind: int, value: Any) -> None:
-        """Take over a task whose attempt already ran elsewhere, with its outcome."""
-        self.load += 1
+    def resume(self, task: Task, kind: int, value: Any, started: float) -> None:
+        """Take over a task whose first attempt already ran elsewhere, with its outcome."""
+        task.attempts = 1
+        task.started = started
         self._settle(task, kind, value, self.clock.monotonic())
 
-    def idle(self) -> bool:
-        return self.load == 0
-
     # -- the loop ------------------------------------------------------------------------
-    def step(self) -> None:
-        """Submit what is ready, then wait for one completion or the next due retry."""
-        clock = self.clock
-        now = clock.monotonic()
+    def step(self, window: int) -> None:
+        """One turn: admit, release due retries, submit, wait for a completion, deliver.
+
+        Results are handed to their owners at the end; an owner may add work then, which
+        the next turn submits.
+        """
+        self._admit()
+        self._release_due_retries()
+        for lane in self.lanes.values():
+            if lane.ready or lane.suspects:
+                self._dispatch(lane, window)
+        self.deliver()
+        if self.in_flight:
+            self._wait_for_completions()
+        elif self.retries and not self.completed:
+            self._sleep_until_due()
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Hand every queued result to its owner."""
+        completed = self.completed
+        while completed:
+            task, result = completed.popleft()
+            if not task.dropped:
+                task.owner.on_result(task, result)
+
+    def _admit(self) -> None:
+        if self.owners:
+            self.owners = [owner for owner in self.owners if owner.admit()]
+
+    def _release_due_retries(self) -> None:
         retries = self.retries
+        if not retries:
+            return
+        now = self.clock.monotonic()
         while retries and retries[0][0] <= now:
             task = heapq.heappop(retries)[2]
+            if task.dropped:
+                continue
+            lane = self.lane(task.plan)
             if task.isolate:
-                task.group.suspects.append(task)
+                lane.suspects.append(task)
             else:
-                task.group.ready.appendleft(task)
-        for group in self.groups:
-            if group.ready or group.suspects:
-                self._dispatch(group)
-        if self.in_flight:
-            timeout = WAIT_SLICE
-            if retries:
-                timeout = min(timeout, max(0.0, retries[0][0] - clock.monotonic()))
-            done = clock.wait(self.in_flight, timeout)
-            if not done:
-                # A future cancelled by its executor's shutdown(cancel_futures=True) never
-                # wakes concurrent.futures.wait(): look for them at each slice's end.
-                done = {future for future in self.in_flight if future.cancelled()}
-            for future in done:
-                self._complete(future)
-        elif retries:
-            delay = retries[0][0] - clock.monotonic()
-            if delay > 0:
-                clock.sleep(delay)
+                lane.ready.setdefault(task.plan, deque()).appendleft(task)
 
-    def cancel(self) -> None:
-        """Cancel every work item that has not started; running ones are not waited for."""
-        for future in self.in_flight:
-            future.cancel()
+    def _wait_for_completions(self) -> None:
+        timeout = WAIT_SLICE
+        if self.retries:
+            timeout = min(timeout, max(0.0, self.retries[0][0] - self.clock.monotonic()))
+        done = self.clock.wait(self.in_flight, timeout)
+        if not done:
+            # A future cancelled by its executor's shutdown(cancel_futures=True) never
+            # wakes concurrent.futures.wait(): look for them at each slice's end.
+            done = {future for future in self.in_flight if future.cancelled()}
+        for future in done:
+            if future in self.in_flight:
+                self._complete(future)
+
+    def _sleep_until_due(self) -> None:
+        delay = self.retries[0][0] - self.clock.monotonic()
+        if delay > 0:
+            self.clock.sleep(delay, self.cache.closed_event)
+        self.cache.check_open()
+
+    # -- stopping ------------------------------------------------------------------------
+    def cancel(self, owner: Owner | None = None) -> None:
+        """Drop the tasks of ``owner`` (of everyone when None) that have not started.
+
+        Work items holding only its tasks are cancelled if they have not started; running
+        ones are not waited for, and what they return is ignored.
+        """
+
+        def dropped(task: Task) -> bool:
+            if owner is None or task.owner is owner:
+                task.dropped = True
+            return task.dropped
+
+        for lane in self.lanes.values():
+            for plan, queue in list(lane.ready.items()):
+                kept = deque(task for task in queue if not dropped(task))
+                if kept:
+                    lane.ready[plan] = kept
+                else:
+                    del lane.ready[plan]
+            lane.suspects = deque(task for task in lane.suspects if not dropped(task))
+        for _, _, task in self.retries:
+            dropped(task)
+        for future, item in self.in_flight.items():
+            if all([dropped(task) for task in item.tasks]):
+                future.cancel()
+        if owner is None:
+            self.owners.clear()
+        else:
+            self.owners = [o for o in self.owners if o is not owner]
+
+    def close(self, wait: bool = True) -> None:
+        """Shut down the isolation pools this coordinator built (never the runner's).
+
+        Without ``wait`` (the call is being abandoned) the cache finishes the shutdown in
+        the background, and the runner's own ``shutdown()`` waits for that.
+        """
+        for lane in self.lanes.values():
+            if lane.isolation is not None:
+                self.cache.dispose(lane.isolation, wait=wait)
+                lane.isolation = None
 
     # -- submitting ----------------------------------------------------------------------
-    def _dispatch(self, group: Group) -> None:
-        if group.suspects and not group.isolating:
-            self._submit(group, [group.suspects.popleft()], isolated=True)
-        ready = group.ready
-        while ready and group.batches_in_flight < group.max_batches:
-            size = group.batch_size()
-            if size == 1:
-                tasks = [ready.popleft()]
-            else:
-                tasks = [ready.popleft() for _ in range(min(size, len(ready)))]
-            self._submit(group, tasks)
+    def _dispatch(self, lane: Lane, window: int) -> None:
+        if lane.suspects and not lane.isolating:
+            self._submit(lane, [lane.suspects.popleft()], isolated=True)
+        ready = lane.ready
+        while ready and lane.in_flight < lane.budget:
+            # One batch per event in turn, so no event starves another on a shared pool.
+            for plan in list(ready):
+                if lane.in_flight >= lane.budget:
+                    break
+                queue = ready.get(plan)
+                if queue:
+                    # Spread what is ready over the free slots: batching never leaves a
+                    # worker idle that could take a task.
+                    free = lane.budget - lane.in_flight
+                    spread = -(-len(queue) // free)
+                    size = min(lane.batch_size(plan, window), spread)
+                    tasks = [queue.popleft() for _ in range(size)]
+                    if not queue:
+                        del ready[plan]
+                    self._submit(lane, tasks)
+                else:
+                    ready.pop(plan, None)
 
-    def _submit(self, group: Group, tasks: list[Task], isolated: bool = False) -> None:
+    def _isolation_executor(self, lane: Lane) -> Executor:
+        if lane.key is None or not lane.pool:
+            return lane.executor
+        if lane.isolation is None:
+            lane.isolation = lane.key.single().build()
+        return lane.isolation
+
+    def _submit(self, lane: Lane, tasks: list[Task], isolated: bool = False) -> None:
         now = self.clock.monotonic()
         for task in tasks:
             if task.started is None:
                 task.started = now
-        retry_on = group.settings.retry_on
-        if isolated and group.isolation_pool:
-            assert group.executor_key is not None
-            executor = self.runner._isolation_executor(group.executor_key)
-        else:
-            executor = group.executor
-        if group.remote:
+        plan = tasks[0].plan
+        executor = self._isolation_executor(lane) if isolated else lane.executor
+        if plan.remote:
             function: Callable[..., Any] = run_pickled
             work: list[Any] = [task.payload for task in tasks]
         else:
             function = run_batch
             work = [(task.args, task.kwargs) for task in tasks]
-        future: Future[Any]
+        deferred: SigintDeferred | None = None
         try:
-            if group.pool and self.on_main_thread:
-                with SigintDeferred():
-                    future = executor.submit(function, group.event, work, retry_on)
+            if lane.pool and threading.get_ident() == _main_thread_ident():
+                with SigintDeferred() as deferred:
+                    future = executor.submit(function, plan.event, work, plan.retry_on)
             else:
-                future = executor.submit(function, group.event, work, retry_on)
-        except BrokenExecutor as exc:
-            # The pool broke before it took these tasks: they never ran, so they are not
-            # suspects and are charged nothing. They wait for the fresh pool, or, when the
-            # pool is the user's own and will not be replaced, end with the error.
-            if group.executor_key is not None:
-                self._replace(group, executor, isolated)
-                (group.suspects if isolated else group.ready).extendleft(reversed(tasks))
-                return
-            failure: Exception = exc
+                future = executor.submit(function, plan.event, work, plan.retry_on)
         except Exception as exc:
-            failure = exc
-        else:
-            if isolated:
-                group.isolating = True
-            else:
-                group.batches_in_flight += 1
-            self.in_flight[future] = (group, tasks, executor, isolated)
+            self._refused(lane, tasks, executor, isolated, exc, now)
             return
-        # Shut down by its owner, broken, or unable to reach its workers: the tasks never
-        # ran; they end failed and uncharged, each with its one result.
-        self.runner._check_open()
-        error_type = type(failure) if isinstance(failure, BrokenExecutor) else RuntimeError
+        if isolated:
+            lane.isolating = True
+        else:
+            lane.in_flight += 1
+        self.in_flight[future] = WorkItem(lane, tasks, executor, isolated)
+        if deferred is not None:
+            deferred.deliver()
+        if future.done():  # an inline executor: no need to wait for it
+            self._complete(future)
+
+    def _refused(
+        self,
+        lane: Lane,
+        tasks: list[Task],
+        executor: Executor,
+        isolated: bool,
+        exc: Exception,
+        now: float,
+    ) -> None:
+        """``executor.submit`` raised: the tasks never ran and are charged nothing."""
+        if lane.key is not None:
+            self.cache.check_open()
+            if isolated and lane.isolation is executor:
+                self.cache.dispose(executor)
+                lane.isolation = None
+                self._requeue(lane, tasks, isolated)
+                return
+            current = self.cache.current(lane.key)
+            if isinstance(exc, BrokenExecutor) or current is not executor:
+                # Broken before it took these tasks, or retired by another call: they
+                # wait for the fresh pool.
+                lane.executor = (
+                    self.cache.replace(lane.key, executor) if current is executor else
+                    (current if current is not None else self.cache.get(lane.key))
+                )
+                self._requeue(lane, tasks, isolated)
+                return
+        # Shut down by its owner, broken, or unable to reach its workers: the tasks end
+        # failed and uncharged, each with its one result.
+        self.cache.check_open()
+        error_type = type(exc) if isinstance(exc, BrokenExecutor) else RuntimeError
         error = error_type(
-            f"{group.name}: the executor {executor!r} refused new work "
-            f"({type(failure).__name__}: {failure})"
+            f"{tasks[0].plan.name}: the executor {executor!r} refused new work "
+            f"({describe_exception(exc)})"
         )
-        error.__cause__ = failure
+        error.__cause__ = exc
         for task in tasks:
             self._settle(task, FATAL, error, now)
 
+    @staticmethod
+    def _requeue(lane: Lane, tasks: list[Task], isolated: bool) -> None:
+        if isolated:
+            lane.suspects.extendleft(reversed(tasks))
+        else:
+            lane.ready.setdefault(tasks[0].plan, deque()).extendleft(reversed(tasks))
+
     # -- completions ---------------------------------------------------------------------
     def _complete(self, future: Future[Any]) -> None:
-        group, tasks, executor, isolated = self.in_flight.pop(future)
+        item = self.in_flight.pop(future)
+        lane, tasks, _, isolated = item
         if isolated:
-            group.isolating = False
+            lane.isolating = False
         else:
-            group.batches_in_flight -= 1
+            lane.in_flight -= 1
         now = self.clock.monotonic()
         if future.cancelled():
-            self.runner._check_open()
-            error = CancelledError(f"{group.name}: the executor cancelled the task")
+            self.cache.check_open()
+            error = CancelledError(f"{tasks[0].plan.name}: the executor cancelled the task")
             for task in tasks:
                 self._settle(task, FATAL, error, now)
             return
         exc = future.exception()
         if exc is not None:
-            if not isinstance(exc, Exception):
-                raise exc
-            if lost_a_worker(executor, exc):
-                self._broken(group, tasks, executor, isolated, exc)
-                return
-            # The executor itself failed the work item (a Dask worker lost, say): that is
-            # each task's attempt raising, judged by its retry policy like any other.
-            kind = self._classify(group, exc)
-            for task in tasks:
-                task.attempts += 1
-                self._settle(task, kind, exc, now)
+            self._failed(item, exc, now)
             return
         elapsed, outcomes = future.result()
+        plan = tasks[0].plan
         if tasks:
             per_task = elapsed / len(tasks)
-            previous = group.per_task
-            group.per_task = per_task if previous is None else 0.7 * previous + 0.3 * per_task
-        if group.remote:
-            name = group.name
+            previous = plan.per_task
+            plan.per_task = per_task if previous is None else 0.7 * previous + 0.3 * per_task
+        if plan.remote:
+            name = plan.name
             outcomes = [load_outcome(name, blob) for blob in outcomes]
-        for task, (kind, value) in zip(tasks, outcomes, strict=True):
+        for task, (kind, value) in zip(tasks, outcomes, strict=False):
+            if kind == BASE:
+                raise value
             task.attempts += 1
             if isolated:
                 task.isolate = False  # it ran alone and did not break the pool: innocent
             self._settle(task, kind, value, now)
 
-    def _replace(self, group: Group, broken: Executor, isolated: bool) -> None:
-        """Swap a broken pool of the runner's for a fresh one."""
-        key = group.executor_key
-        assert key is not None
-        if isolated:
-            self.runner._replace_executor(isolation_key(key), broken)
-        else:
-            group.executor = self.runner._replace_executor(key, broken)
+    def _failed(self, item: WorkItem, exc: BaseException, now: float) -> None:
+        """The work item itself failed: a lost worker, or the executor failing it."""
+        if not isinstance(exc, Exception):
+            raise exc
+        if lost_a_worker(item.executor, exc):
+            self._broken(item, exc)
+            return
+        # The executor itself failed the work item (a Dask worker lost, say): that is
+        # each task's attempt raising, judged by its retry policy like any other.
+        for task in item.tasks:
+            task.attempts += 1
+            self._settle(task, self._classify(task.plan, exc), exc, now)
 
-    def _charge(self, group: Group, tasks: list[Task], exc: BaseException, why: str) -> None:
+    def _broken(self, item: WorkItem, exc: BaseException) -> None:
+        """A worker died, failing the work items that were with it: ``item`` among them.
+
+        The standard library fails every task that was in a broken pool, guilty or not, and
+        Dask every task queued on a dead worker. Those tasks become suspects, each re-run
+        alone (on a one-worker pool of this coordinator's for the runner's own pools): a
+        suspect that loses its worker again is the culprit and is charged an attempt that
+        raised ``exc``; the others were innocent and are charged nothing. A broken pool of
+        the user's own cannot be replaced: every task that was in it is charged.
+        """
+        lane, tasks, executor, isolated = item
+        if isinstance(exc, BrokenExecutor):
+            from ._guard import check_main_guard
+
+            check_main_guard(executor)
+            if lane.key is None:
+                self._charge(tasks, exc, f"was in the executor {executor!r} when it broke")
+                return
+            if isolated and lane.isolation is executor:
+                self.cache.dispose(executor)
+                lane.isolation = None
+            elif executor is lane.executor or not isolated:
+                lane.executor = self.cache.replace(lane.key, executor)
+        if isolated:
+            self._charge(tasks, exc, "lost its worker process when run alone")
+            return
+        for task in tasks:
+            task.isolate = True
+        lane.suspects.extend(tasks)
+
+    def _charge(self, tasks: list[Task], exc: BaseException, why: str) -> None:
         """End an attempt of each task with ``exc``, restated to name the event and task."""
         now = self.clock.monotonic()
         for task in tasks:
             task.attempts += 1
-            message = f"{group.name}: task {group.task_prefix}{task.index} {why}: {exc}"
+            message = f"{task.plan.name}: task {task.task_id} {why}: {describe_exception(exc)}"
             try:
                 error: BaseException = type(exc)(message)
             except Exception:  # an exception type that takes other arguments: keep it as is
                 error = exc
             else:
                 error.__cause__ = exc
-            self._settle(task, self._classify(group, error), error, now)
-
-    def _broken(
-        self,
-        group: Group,
-        tasks: list[Task],
-        executor: Executor,
-        isolated: bool,
-        exc: BaseException,
-    ) -> None:
-        """A worker died, failing the work items that were with it: ``tasks`` among them.
-
-        The standard library fails every task that was in a broken pool, guilty or not, and
-        Dask every task queued on a dead worker. Those tasks become suspects, each re-run
-        alone (on a one-worker isolation pool for the runner's own pools): a suspect that
-        loses its worker again is the culprit and is charged an attempt that raised ``exc``;
-        the others were innocent and are charged nothing. A broken pool of the user's own
-        cannot be replaced: every task that was in it is charged.
-        """
-        if isinstance(exc, BrokenExecutor):
-            if group.executor_key is None:
-                self._charge(group, tasks, exc, f"was in the executor {executor!r} when it broke")
-                return
-            self._replace(group, executor, isolated)
-        if isolated:
-            self._charge(group, tasks, exc, "lost its worker process when run alone")
-            return
-        for task in tasks:
-            task.isolate = True
-        group.suspects.extend(tasks)
+            self._settle(task, self._classify(task.plan, error), error, now)
 
     @staticmethod
-    def _classify(group: Group, exc: BaseException) -> int:
-        retry_on = group.settings.retry_on
+    def _classify(plan: Plan, exc: BaseException) -> int:
+        retry_on = plan.retry_on
         return RETRY if retry_on is not None and is_retryable(retry_on, exc) else FATAL
 
     def _settle(self, task: Task, kind: int, value: Any, now: float) -> None:
-        group = task.group
-        if kind == RETRY and task.attempts < group.max_attempts():
-            delay = group.retry_wait(task.attempts)
-            logger.info(
-                "retrying %s task %s%d: attempt %d raised %s; next attempt in %.3fs",
-                group.name,
-                group.task_prefix,
-                task.index,
-                task.attempts,
-                type(value).__name__,
-                delay,
-                extra={
-                    "event_name": group.name,
-                    "task_id": f"{group.task_prefix}{task.index}",
-                    "attempt": task.attempts,
-                    "exception_type": type(value).__name__,
-                    "delay": delay,
-                },
-            )
+        """Schedule ``task``'s retry, or queue its final result for its owner."""
+        plan = task.plan
+        if kind == RETRY and task.attempts < plan.max_attempts():
+            delay = plan.retry_wait(task.attempts)
+            self._log_retry(task, value, delay)
             heapq.heappush(self.retries, (now + delay, next(self._sequence), task))
             return
-        self.load -= 1
         started = now if task.started is None else task.started
         if kind == OK:
             ok, content = value
             result = EventResult(
-                not ok,
-                content,
-                None,
-                f"{group.task_prefix}{task.index}",
-                group.name,
-                task.attempts,
-                now - started,
+                not ok, content, None, task.task_id, plan.name, task.attempts, now - started
             )
         else:
             result = EventResult(
-                True,
-                value,
-                value,
-                f"{group.task_prefix}{task.index}",
-                group.name,
-                task.attempts,
-                now - started,
+                True, value, value, task.task_id, plan.name, task.attempts, now - started
             )
-        task.on_result(task, result)
+        self.completed.append((task, result))
+
+    @staticmethod
+    def _log_retry(task: Task, exc: BaseException, delay: float) -> None:
+        name = task.plan.name
+        logger.info(
+            "retrying %s task %s: attempt %d raised %s; next attempt in %.3fs",
+            name,
+            task.task_id,
+            task.attempts,
+            type(exc).__name__,
+            delay,
+            extra={
+                "event_name": name,
+                "task_id": task.task_id,
+                "attempt": task.attempts,
+                "exception_type": type(exc).__name__,
+                "delay": delay,
+            },
+        )
+

@@ -1,18 +1,28 @@
-"""Executors: the inline default, and how the runner builds one from a class and a config."""
+"""Executors: the inline default, how one is built from a class and a config, and the cache
+that owns the pools a runner builds.
+
+:class:`ExecutorCache` is the only owner of pools: it builds one per :class:`ExecutorKey`,
+replaces a broken one exactly once however many calls notice, and shuts everything down.
+Coordinators receive it; nothing else creates or shuts down a runner's executors.
+"""
 
 from __future__ import annotations
 
 import inspect
 import os
 import sys
+import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from ._config import ExecutorInitializerConfig, set_fields
 
 __all__ = [
     "DefaultExecutor",
+    "ExecutorCache",
+    "ExecutorKey",
     "available_cpus",
     "build_executor",
     "executor_kwargs",
@@ -165,3 +175,155 @@ def worker_count(executor: Executor) -> int:
     if isinstance(count, int) and count > 0:
         return count
     return available_cpus()
+
+
+def runs_in(executor: Executor) -> bool:
+    """Whether the calling thread is one of ``executor``'s own worker threads."""
+    threads = getattr(executor, "_threads", None)
+    return bool(threads) and threading.current_thread() in threads  # type: ignore[operator]
+
+
+class ExecutorKey(NamedTuple):
+    """An executor the runner builds: its class and the keyword arguments it receives."""
+
+    cls: type[Executor]
+    kwargs: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, executor_class: type[Executor], config: ExecutorInitializerConfig) -> ExecutorKey:
+        """The key of ``executor_class`` built with ``config``, as the runner would build it."""
+        return cls(executor_class, tuple(sorted(executor_kwargs(executor_class, config).items())))
+
+    def build(self) -> Executor:
+        return build_executor(self.cls, dict(self.kwargs))
+
+    def single(self) -> ExecutorKey:
+        """The same executor with one worker: where suspects of a broken pool re-run alone."""
+        kwargs = dict(self.kwargs)
+        if "max_workers" in kwargs:
+            kwargs["max_workers"] = 1
+        return ExecutorKey(self.cls, tuple(sorted(kwargs.items())))
+
+    @property
+    def recycles_workers(self) -> bool:
+        """Whether the pool replaces a worker after so many work items."""
+        return any(name == "max_tasks_per_child" for name, _ in self.kwargs)
+
+
+def shut_down(executor: Executor, *, wait: bool = True) -> None:
+    """Shut ``executor`` down, cancelling what has not started.
+
+    Called from one of the executor's own worker threads (a task that shuts its runner
+    down), it cannot wait for itself: the others are told to stop and it returns.
+    """
+    executor.shutdown(wait=wait and not runs_in(executor), cancel_futures=True)
+
+
+class ExecutorCache:
+    """The executors a runner built, one per :class:`ExecutorKey`, until :meth:`shutdown`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executors: dict[ExecutorKey, Executor] = {}
+        self._retired: list[Executor] = []
+        self._reapers: list[threading.Thread] = []
+        self._shutdown_lock = threading.RLock()
+        self._shut_down: weakref.WeakSet[Executor] = weakref.WeakSet()
+        #: Set by :meth:`shutdown`: wakes every call waiting out a backoff.
+        self.closed_event = threading.Event()
+        self.closed = False
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError("this Runner has been shut down")
+
+    def get(self, key: ExecutorKey) -> Executor:
+        """The executor for ``key``, built on first use."""
+        with self._lock:
+            self.check_open()
+            executor = self._executors.get(key)
+            if executor is None:
+                executor = self._executors[key] = key.build()
+        return executor
+
+    def current(self, key: ExecutorKey) -> Executor | None:
+        return self._executors.get(key)
+
+    def replace(self, key: ExecutorKey, broken: Executor) -> Executor:
+        """Swap ``broken`` for a fresh executor; returns the current one for ``key``.
+
+        However many calls notice the same broken pool, one builds its successor and only
+        that one shuts the broken pool down (two shutdowns of one broken process pool race
+        on its pipes).
+        """
+        with self._lock:
+            self.check_open()
+            current = self._executors.get(key)
+            retire = current is None or current is broken
+            if retire:
+                current = self._executors[key] = key.build()
+                self._retired.append(broken)
+        if retire:
+            # A broken pool has already lost its workers; this only joins its threads.
+            self._shut(broken)
+        assert current is not None
+        return current
+
+    def _shut(self, executor: Executor) -> None:
+        # One shutdown per executor, whoever asks first; the others wait for it to finish.
+        with self._shutdown_lock:
+            if executor in self._shut_down:
+                return
+            self._shut_down.add(executor)
+            shut_down(executor)
+
+    def dispose(self, executor: Executor, *, wait: bool = True) -> None:
+        """Shut down an executor built outside the cache (a call's isolation pool).
+
+        Without ``wait``, in the background; :meth:`shutdown` waits for that.
+        """
+        if wait:
+            self._shut(executor)
+            return
+        reaper = threading.Thread(
+            target=self._shut, args=(executor,), name="event_pipeline-shutdown"
+        )
+        with self._lock:
+            self._reapers = [r for r in self._reapers if r.is_alive()]
+            self._reapers.append(reaper)
+            reaper.start()
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Shut down every executor; with ``wait``, return once none of their threads or
+        processes is left (but those of a pool whose worker is the calling thread)."""
+        with self._lock:
+            self.closed = True
+            self.closed_event.set()
+            executors = [*self._executors.values(), *self._retired]
+            self._executors.clear()
+            self._retired.clear()
+            reapers = list(self._reapers)
+
+        def shut_down_all() -> None:
+            errors = []
+            for executor in executors:
+                try:
+                    self._shut(executor)
+                except Exception as exc:  # one executor failing must not spare the others
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+
+        if wait:
+            shut_down_all()
+            for reaper in reapers:
+                if reaper is not threading.current_thread():
+                    reaper.join()
+        elif executors:
+            # A process pool shut down without waiting forgets its own threads, so nothing
+            # could wait for them later: the waiting happens here, in the background, and a
+            # later shutdown() waits for that.
+            reaper = threading.Thread(target=shut_down_all, name="event_pipeline-shutdown")
+            reaper.start()
+            with self._lock:
+                self._reapers.append(reaper)

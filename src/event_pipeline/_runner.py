@@ -1,9 +1,13 @@
-"""The runner: the public calls, executor ownership and the default runner.
+"""The runner: the public calls, the executors it owns and the default runner.
 
-``run``, ``map`` and ``imap`` each build a :class:`Coordinator` (see ``_coordinator``) for
-the call and drive it from the calling thread; the runner owns what outlives a call: its
-executors, keyed by (executor class, effective configuration), and what it settled about
-each event (a *plan*).
+Each call builds a :class:`Coordinator` (see ``_coordinator``) and an event-run unit (see
+``_units``) and drives them from the calling thread::
+
+    Runner.run/map/imap ─► plan (cached per event) ─► EventRunUnit ─► Coordinator.step()…
+
+The runner owns what outlives a call: its :class:`ExecutorCache` and a :class:`Plan` per
+event class (held weakly). A runner notices when it finds itself in a forked child and
+starts afresh there: the parent's pools cannot be used from the child.
 """
 
 from __future__ import annotations
@@ -11,26 +15,31 @@ from __future__ import annotations
 import atexit
 import inspect
 import itertools
+import os
 import pickle
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
 from typing import Any
 
 from . import _event as _event_module
-from ._coordinator import ISOLATION, Clock, Coordinator, Group, Task, isolation_key
-from ._evaluation import evaluate
+from ._coordinator import Clock, Coordinator, Task
 from ._event import EventBase, EventSettings, settings_of
 from ._executors import (
     DefaultExecutor,
-    build_executor,
-    executor_kwargs,
+    ExecutorCache,
+    ExecutorKey,
+    runs_in,
     sends_work_away,
     worker_count,
 )
+from ._guard import check_main_importable, leave_if_bootstrapping
+from ._plan import Plan
 from ._results import EventResult, EventRun
-from ._worker import OK, RETRY, attempt
-from .exceptions import ImproperlyConfigured, StopProcessingError
+from ._units import EventRunUnit, Inputs, raise_stop
+from ._worker import OK, RETRY, attempt, describe_exception
+from .exceptions import ImproperlyConfigured
 
 __all__ = ["Clock", "Runner", "default_runner", "run"]
 
@@ -38,139 +47,8 @@ __all__ = ["Clock", "Runner", "default_runner", "run"]
 WINDOW_PER_WORKER = 64
 MAX_DEFAULT_WINDOW = 10_000
 
-
-def _stop_message(name: str, cause: BaseException | None) -> str:
-    return f"{name} stopped: a task ended with {type(cause).__name__}: {cause}"
-
-
-class _EventCall:
-    """Drives the tasks of one event over its inputs: feeds the window, gathers results."""
-
-    def __init__(
-        self,
-        runner: Runner,
-        plan: _Plan,
-        inputs: Iterator[tuple[tuple[Any, ...], dict[str, Any]]],
-        *,
-        streaming: bool,
-    ) -> None:
-        window = plan.window
-        self.coordinator = Coordinator(runner, runner._clock)
-        self.group = Group(
-            plan.event,
-            plan.settings,
-            plan.executor,
-            plan.key,
-            window,
-            f"{runner._next_call()}.",
-        )
-        self.coordinator.groups.append(self.group)
-        self.inputs = inputs
-        self.window = window
-        self.streaming = streaming
-        self.results: list[EventResult | None] = []
-        self.buffer: dict[int, EventResult] = {}
-        self.next_index = 0
-        self.stop_error: BaseException | None = None
-        self.started = runner._clock.monotonic()
-
-    def _on_result(self, task: Task, result: EventResult) -> None:
-        if self.streaming:
-            self.buffer[task.index] = result
-        else:
-            self.results[task.index] = result
-        if (
-            result.exception is not None
-            and self.stop_error is None
-            and self.group.settings.stop_on_exception
-        ):
-            self.stop_error = result.exception
-
-    def execute(self) -> Iterator[EventResult]:
-        """Run every task; yields results in input order when streaming."""
-        coordinator = self.coordinator
-        group = self.group
-        inputs = self.inputs
-        exhausted = False
-        index = 0
-        on_result = self._on_result
-        try:
-            while True:
-                if self.stop_error is not None:
-                    self._stop()
-                while not exhausted and coordinator.load + len(self.buffer) < self.window:
-                    try:
-                        args, kwargs = next(inputs)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    if not self.streaming:
-                        self.results.append(None)
-                    coordinator.add(Task(group, index, args, kwargs, on_result))
-                    index += 1
-                if self.stop_error is not None:
-                    self._stop()
-                if self.streaming:
-                    buffer = self.buffer
-                    while self.next_index in buffer:
-                        result = buffer.pop(self.next_index)
-                        self.next_index += 1
-                        yield result
-                if coordinator.idle():
-                    if exhausted:
-                        return
-                    continue
-                coordinator.step()
-        except BaseException:
-            coordinator.cancel()
-            raise
-
-    def _stop(self) -> None:
-        cause = self.stop_error
-        self.coordinator.cancel()
-        if self.streaming:
-            finished = [self.buffer[i] for i in sorted(self.buffer)]
-        else:
-            finished = [r for r in self.results if r is not None]
-        run = EventRun(
-            self.group.name, False, finished, self.coordinator.clock.monotonic() - self.started
-        )
-        raise StopProcessingError(_stop_message(self.group.name, cause), run) from cause
-
-    def collect(self) -> EventRun:
-        for _ in self.execute():
-            pass  # pragma: no cover - not streaming, nothing is yielded
-        results: list[EventResult] = self.results  # type: ignore[assignment]
-        failures = sum(1 for r in results if r.error)
-        success = evaluate(
-            self.group.settings.execution_evaluation_state, len(results) - failures, failures
-        )
-        duration = self.coordinator.clock.monotonic() - self.started
-        return EventRun(self.group.name, success, results, duration)
-
-
-class _Plan:
-    """What a runner settled about an event: its settings and executor, reused by calls."""
-
-    __slots__ = ("event", "executor", "inline", "key", "name", "settings", "window")
-
-    def __init__(
-        self,
-        event: type[EventBase],
-        settings: EventSettings,
-        executor: Executor,
-        key: tuple[Any, ...] | None,
-        window: int,
-    ) -> None:
-        self.event = event
-        self.name = event.__name__
-        self.settings = settings
-        self.executor = executor
-        self.key = key
-        self.window = window
-        # Exactly the library's inline executor: ``run`` may then call ``process`` itself
-        # and skip futures altogether (a subclass may have its own ``submit``).
-        self.inline = type(executor) is DefaultExecutor
+#: The executor of a call made from inside a worker of the pool it would use.
+_INLINE = DefaultExecutor()
 
 
 def _check_event(event: object) -> type[EventBase]:
@@ -183,12 +61,28 @@ def _check_event(event: object) -> type[EventBase]:
     return event
 
 
-def _zip_inputs(
-    iterables: tuple[Iterable[Any], ...],
-) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Inputs:
     no_kwargs: dict[str, Any] = {}
     for args in zip(*iterables, strict=False):
         yield args, no_kwargs
+
+
+def _check_portable(event: type[EventBase]) -> None:
+    check_main_importable(event)
+    try:
+        portable = pickle.loads(pickle.dumps(event)) is event
+        problem = "it pickles as a different object"
+    except Exception as exc:
+        portable = False
+        problem = describe_exception(exc)
+    if not portable:
+        raise ImproperlyConfigured(
+            f"{event.__name__} cannot be sent to a worker process ({problem}); "
+            "define the event at module level, importable by the workers"
+        )
+
+
+_runners: weakref.WeakSet[Runner] = weakref.WeakSet()
 
 
 class Runner:
@@ -203,21 +97,27 @@ class Runner:
             64 per worker of the event's executor, at most 10,000.
     """
 
-    def __init__(self, *, window: int | None = None, _clock: Clock | None = None) -> None:
+    def __init__(self, *, window: int | None = None) -> None:
         if window is not None and (
             not isinstance(window, int) or isinstance(window, bool) or window < 1
         ):
             raise ValueError(f"window must be an int greater than 0 or None, got {window!r}")
         self.window = window
-        self._clock = _clock or Clock()
-        self._lock = threading.Lock()
-        self._executors: dict[tuple[Any, ...], Executor] = {}
-        self._retired: list[Executor] = []
-        self._portable: set[type[EventBase]] = set()
-        self._plans: dict[type[EventBase], _Plan] = {}
-        self._closed = False
-        self._reapers: list[threading.Thread] = []
+        self._clock = Clock()
+        self._cache = ExecutorCache()
+        # Plans by id(event class), each holding its class weakly; an entry goes when its
+        # class is collected, so per-call event classes do not pile up.
+        self._plans: dict[int, Plan] = {}
         self._calls = itertools.count(1)
+        self._pid = os.getpid()
+        _runners.add(self)
+
+    @classmethod
+    def _with_clock(cls, clock: Clock, *, window: int | None = None) -> Runner:
+        """A runner on ``clock`` (a seam for tests that drive time)."""
+        runner = cls(window=window)
+        runner._clock = clock
+        return runner
 
     # -- the three calls -------------------------------------------------------------------
     def run(self, event: type[EventBase], /, *args: Any, **kwargs: Any) -> EventRun:
@@ -234,22 +134,20 @@ class Runner:
                 ``stop_on_exception=True``.
         """
         # The common case in a handful of operations: a plan whose settings are current.
-        try:
-            plan = self._plans[event]
-            settings = plan.settings
-            current = settings.generation == _event_module._generation and not (
-                settings.dict_snapshots
-            )
-        except (KeyError, TypeError):
-            current = False
-        if not current:
+        plan = self._plans.get(id(event))
+        if (
+            plan is None
+            or plan._event() is not event
+            or plan.settings.generation != _event_module._generation
+            or plan.settings.dict_snapshots
+        ):
             plan = self._plan(event)
         if plan.inline and not plan.executor._shutdown:  # type: ignore[attr-defined]
             return self._run_inline(plan, args, kwargs)
-        return _EventCall(self, plan, iter([(args, kwargs)]), streaming=False).collect()
+        return self._collect(plan, iter([(args, kwargs)]))
 
     def _run_inline(
-        self, plan: _Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> EventRun:
         """``run`` on the inline executor: the first attempt without futures or scheduling.
 
@@ -258,25 +156,19 @@ class Runner:
         """
         clock = self._clock
         started = clock.monotonic()
-        kind, value = attempt(plan.event, args, kwargs, plan.settings.retry_on)
+        event = plan._event()
+        kind, value = attempt(event, args, kwargs, plan.retry_on)  # type: ignore[arg-type]
         if kind == RETRY:
-            call = _EventCall(self, plan, iter(()), streaming=False)
-            task = Task(call.group, 0, args, kwargs, call._on_result)
-            task.attempts = 1
-            task.started = call.started = started
-            call.results.append(None)
-            call.coordinator.resume(task, kind, value)
-            return call.collect()
+            return self._collect(plan, iter(()), resume=(args, kwargs, kind, value, started))
         duration = clock.monotonic() - started
-        task_id = f"{next(self._calls)}.0"
+        task_id = f"{next(self._calls)}:0"
         if kind == OK:
             ok, content = value
             result = EventResult(not ok, content, None, task_id, plan.name, 1, duration)
         else:
             result = EventResult(True, value, value, task_id, plan.name, 1, duration)
             if plan.settings.stop_on_exception:
-                run = EventRun(plan.name, False, [result], duration)
-                raise StopProcessingError(_stop_message(plan.name, value), run) from value
+                raise_stop(EventRun(plan.name, False, [result], duration), plan.name, value)
         # One task: every evaluation state says success exactly when the task succeeded.
         return EventRun(plan.name, not result.error, [result], duration)
 
@@ -289,7 +181,7 @@ class Runner:
         plan = self._plan(event)
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return _EventCall(self, plan, _zip_inputs(iterables), streaming=False).collect()
+        return self._collect(plan, _zip_inputs(iterables))
 
     def imap(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> Iterator[EventResult]:
         """Stream one result per item of ``zip(*iterables)``, in input order.
@@ -301,130 +193,147 @@ class Runner:
         plan = self._plan(event)
         if not iterables:
             raise TypeError("imap() needs at least one iterable")
-        call = _EventCall(self, plan, _zip_inputs(iterables), streaming=True)
-        return call.execute()
+        return self._stream(plan, _zip_inputs(iterables))
 
-    # -- executors ---------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise RuntimeError("this Runner has been shut down")
+    # -- driving a call ----------------------------------------------------------------
+    def _unit(self, plan: Plan, inputs: Inputs, *, streaming: bool) -> EventRunUnit:
+        if not plan.inline and runs_in(plan.executor):
+            # Called from inside a worker of the very pool this call would use: waiting on
+            # that pool from one of its own workers can deadlock, so run inline here.
+            plan = plan.with_executor(_INLINE)
+        coordinator = Coordinator(self._cache, self._clock)
+        unit = EventRunUnit(
+            coordinator,
+            plan,
+            inputs,
+            streaming=streaming,
+            window=plan.window,
+            task_prefix=f"{next(self._calls)}:",
+        )
+        coordinator.attach(unit)
+        return unit
 
-    def _next_call(self) -> int:
-        return next(self._calls)
-
-    def _plan(self, event: type[EventBase]) -> _Plan:
-        """The settled plan for ``event``, made again when its settings or executor changed."""
-        if self._closed:
-            self._check_open()
+    def _collect(
+        self,
+        plan: Plan,
+        inputs: Inputs,
+        resume: tuple[tuple[Any, ...], dict[str, Any], int, Any, float] | None = None,
+    ) -> EventRun:
+        unit = self._unit(plan, inputs, streaming=False)
+        coordinator = unit.coordinator
         try:
-            plan = self._plans.get(event)
-        except TypeError:  # unhashable: certainly not an event class
+            if resume is not None:
+                args, kwargs, kind, value, started = resume
+                unit.results.append(None)
+                unit.admitted = unit.pending = 1
+                unit.started = started
+                coordinator.resume(Task(unit.plan, unit, 0, args, kwargs), kind, value, started)
+            while unit.run is None:
+                coordinator.step(unit.window)
+                if unit.stop_error is not None:
+                    unit.raise_stop()
+            coordinator.close()
+            return unit.run
+        except BaseException:
+            coordinator.cancel()
+            coordinator.close(wait=False)
+            raise
+
+    def _stream(self, plan: Plan, inputs: Inputs) -> Iterator[EventResult]:
+        unit = self._unit(plan, inputs, streaming=True)
+        coordinator = unit.coordinator
+        try:
+            while True:
+                if unit.stop_error is not None:
+                    unit.raise_stop()
+                yield from unit.ordered()
+                if unit.finished:
+                    coordinator.close()
+                    return
+                coordinator.step(unit.window)
+        except BaseException:  # GeneratorExit too: the stream was closed early
+            coordinator.cancel()
+            coordinator.close(wait=False)
+            raise
+
+    # -- plans and executors -----------------------------------------------------------
+    def _check_open(self) -> None:
+        self._cache.check_open()
+
+    def _plan(self, event: type[EventBase]) -> Plan:
+        """The settled plan for ``event``, made again when its settings or executor changed."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._cache.check_open()
+        try:
+            plan = self._plans.get(id(event))
+        except TypeError:  # pragma: no cover - id() takes anything
             plan = None
-        if plan is not None and plan.settings is settings_of(event):
+        if plan is not None and plan._event() is event and plan.settings is settings_of(event):
             return plan
         event = _check_event(event)
         settings = settings_of(event)
         executor, key = self._executor_for(event, settings)
         window = self.window or min(MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor))
-        plan = self._plans[event] = _Plan(event, settings, executor, key, window)
+        plan = Plan(event, settings, executor, key, window)
+        event_id = id(event)
+        plans = self._plans
+
+        def forget(_: object, plan: Plan = plan) -> None:
+            if plans.get(event_id) is plan:
+                del plans[event_id]
+
+        plan._event = weakref.ref(event, forget)
+        plans[event_id] = plan
         return plan
 
     def _executor_for(
         self, event: type[EventBase], settings: EventSettings
-    ) -> tuple[Executor, tuple[Any, ...] | None]:
-        self._check_open()
+    ) -> tuple[Executor, ExecutorKey | None]:
         executor = settings.executor
-        if sends_work_away(executor) and event not in self._portable:
-            self._check_portable(event)
+        if sends_work_away(executor):
+            leave_if_bootstrapping()
+            _check_portable(event)
         if not isinstance(executor, type):
             return executor, None
-        kwargs = executor_kwargs(executor, settings.executor_config)
-        key = (executor, *sorted(kwargs.items()))
-        with self._lock:
-            self._check_open()
-            cached = self._executors.get(key)
-            if cached is None:
-                cached = self._executors[key] = build_executor(executor, kwargs)
-        return cached, key
+        key = ExecutorKey.of(executor, settings.executor_config)
+        return self._cache.get(key), key
 
-    def _check_portable(self, event: type[EventBase]) -> None:
-        try:
-            portable = pickle.loads(pickle.dumps(event)) is event
-            problem = "it pickles as a different object"
-        except Exception as exc:
-            portable = False
-            problem = f"{type(exc).__name__}: {exc}"
-        if not portable:
-            raise ImproperlyConfigured(
-                f"{event.__name__} cannot be sent to a worker process ({problem}); "
-                "define the event at module level, importable by the workers"
-            )
-        self._portable.add(event)
-
-    @staticmethod
-    def _build(key: tuple[Any, ...]) -> Executor:
-        return build_executor(key[0], dict(item for item in key[1:] if item != ISOLATION))
-
-    def _isolation_executor(self, key: tuple[Any, ...]) -> Executor:
-        """The one-worker pool that re-runs suspects of ``key``'s pool, one at a time."""
-        key = isolation_key(key)
-        with self._lock:
-            self._check_open()
-            executor = self._executors.get(key)
-            if executor is None:
-                executor = self._executors[key] = self._build(key)
-        return executor
-
-    def _replace_executor(self, key: tuple[Any, ...], broken: Executor) -> Executor:
-        """Swap a broken pool for a fresh one (once, however many calls notice)."""
-        with self._lock:
-            self._check_open()
-            current = self._executors.get(key)
-            if current is None or current is broken:
-                current = self._executors[key] = self._build(key)
-                self._retired.append(broken)
-                self._plans.clear()
-        # A broken pool has already lost its workers; this only joins its threads.
-        broken.shutdown(wait=True, cancel_futures=True)
-        return current
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's pools are unusable here; start afresh."""
+        self._pid = os.getpid()
+        closed = self._cache.closed
+        self._cache = ExecutorCache()
+        self._cache.closed = closed
+        self._plans.clear()
 
     # -- lifetime ------------------------------------------------------------------------
     def shutdown(self, wait: bool = True) -> None:
         """Shut down every executor this runner created; executor instances are left alone.
 
-        Work not yet started is cancelled. With ``wait=True`` (the default) this returns
-        once no thread or process of those executors is left.
+        Work not yet started is cancelled; a call waiting on this runner raises
+        ``RuntimeError`` within a tenth of a second. With ``wait=True`` (the default) this
+        returns once no thread or process of those executors is left — except a thread pool
+        whose worker is the calling thread (``shutdown`` called from inside a task), which
+        is told to stop and cannot wait for itself.
         """
-        with self._lock:
-            self._closed = True
-            self._plans.clear()
-            executors = [*self._executors.values(), *self._retired]
-            self._executors.clear()
-            self._retired.clear()
-            reapers = list(self._reapers)
-
-        def shut_down_all() -> None:
-            for executor in executors:
-                executor.shutdown(wait=True, cancel_futures=True)
-
-        if wait:
-            shut_down_all()
-            for reaper in reapers:
-                reaper.join()
-        elif executors:
-            # A process pool shut down without waiting forgets its own threads, so nothing
-            # could wait for them later: the waiting happens here, in the background, and a
-            # later shutdown() waits for that.
-            reaper = threading.Thread(target=shut_down_all, name="event_pipeline-shutdown")
-            reaper.start()
-            with self._lock:
-                self._reapers.append(reaper)
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._plans.clear()
+        self._cache.shutdown(wait)
 
     def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+
+def _reset_after_fork() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+    for runner in list(_runners):
+        runner._after_fork()
 
 
 _default_runner: Runner | None = None
@@ -442,6 +351,10 @@ def default_runner() -> Runner:
                 atexit.register(_default_runner.shutdown)
             runner = _default_runner
     return runner
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def run(event: type[EventBase], /, *args: Any, **kwargs: Any) -> EventRun:

@@ -5,7 +5,9 @@ exception is still the real object, and comes back as an *outcome* ``(kind, valu
 
 * ``OK``: ``process`` returned a well-formed ``(bool, value)`` tuple (``value`` is it);
 * ``RETRY``: ``process`` raised an exception the retry policy retries (``value`` is it);
-* ``FATAL``: anything else that ends the task (``value`` is the exception).
+* ``FATAL``: anything else that ends the task (``value`` is the exception);
+* ``BASE``: a ``BaseException`` that is not an ``Exception`` (``SystemExit``) ended the
+  attempt in a worker process; the batch stops there and the parent raises it.
 
 For executors that run work in other processes the batch travels as pickled bytes, one
 blob per task, both ways: a task whose arguments or result cannot cross the boundary fails
@@ -21,11 +23,23 @@ from typing import Any
 
 from ._retry import is_retryable
 
-__all__ = ["FATAL", "OK", "RETRY", "RemoteException", "RemoteTraceback", "run_batch", "run_pickled"]
+__all__ = [
+    "BASE",
+    "FATAL",
+    "OK",
+    "RETRY",
+    "RemoteException",
+    "RemoteTraceback",
+    "describe_exception",
+    "portable_exception",
+    "run_batch",
+    "run_pickled",
+]
 
 OK = 0
 RETRY = 1
 FATAL = 2
+BASE = 3
 
 Outcome = tuple[int, Any]
 Item = tuple[tuple[Any, ...], dict[str, Any]]
@@ -67,9 +81,9 @@ def judge(event_class: type[Any], returned: object) -> Outcome:
     ``__getitem__`` or ``__class__`` lies cannot fool them or raise from them.
     """
     if issubclass(type(returned), tuple) and tuple.__len__(returned) == 2:  # type: ignore[arg-type]
-        first = tuple.__getitem__(returned, 0)  # type: ignore[arg-type]
+        first = tuple.__getitem__(returned, 0)  # type: ignore[call-overload]
         if type(first) is bool:
-            return OK, (first, tuple.__getitem__(returned, 1))  # type: ignore[arg-type]
+            return OK, (first, tuple.__getitem__(returned, 1))  # type: ignore[call-overload]
         return FATAL, TypeError(
             f"{event_class.__name__}.process must return (bool, value), but it returned "
             f"{_describe(returned)}: the first item must be True or False, not "
@@ -141,25 +155,52 @@ class RemoteException(Exception):
         return f"{self.type_name}: {self.message} (the original exception could not be pickled)"
 
 
+def _format_traceback(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # a hostile exception: its type is what we can still say
+        return describe_exception(exc)
+
+
+def portable_exception(exc: BaseException) -> tuple[BaseException, str]:
+    """``exc`` made fit to cross a process boundary, and its formatted traceback.
+
+    An exception that does not survive a pickle round trip becomes a stand-in of the same
+    kind: a :class:`RemoteException` for an ``Exception``, the nearest built-in type for
+    other ``BaseException`` s (so a ``SystemExit`` still propagates as one). Never raises.
+    """
+    tb_text = _format_traceback(exc)
+    exc.__traceback__ = None
+    try:
+        # Loading matters too: an exception whose __init__ needs other arguments
+        # pickles fine and then fails to load in the parent.
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        cls = type(exc)
+        try:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+        except Exception:  # pragma: no cover - a type without a name
+            name = "exception"
+        if isinstance(exc, Exception):
+            return RemoteException(name, describe_exception(exc)), tb_text
+        builtin = next(
+            (base for base in cls.__mro__ if base.__module__ == "builtins"), BaseException
+        )
+        return builtin(f"{name}: {describe_exception(exc)}"), tb_text
+    return exc, tb_text
+
+
 def _portable(event_class: type[Any], outcome: Outcome) -> bytes:
     kind, value = outcome
     tb_text = None
     if kind != OK:
-        tb_text = "".join(traceback.format_exception(value))
-        value.__traceback__ = None
-        try:
-            # Loading matters too: an exception whose __init__ needs other arguments
-            # pickles fine and then fails to load in the parent.
-            pickle.loads(pickle.dumps(value))
-        except Exception:
-            cls = type(value)
-            value = RemoteException(f"{cls.__module__}.{cls.__qualname__}", str(value))
+        value, tb_text = portable_exception(value)
     try:
         return pickle.dumps((kind, value, tb_text), pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         failure = TypeError(
             f"{event_class.__name__}.process returned a value that cannot be sent back from "
-            f"a worker process: {type(value[1]).__name__} ({exc})"
+            f"a worker process: {type(value[1]).__name__} ({describe_exception(exc)})"
         )
         return pickle.dumps((FATAL, failure, None), pickle.HIGHEST_PROTOCOL)
 
@@ -178,12 +219,17 @@ def run_pickled(
         except Exception as exc:
             failure = TypeError(
                 f"{event_class.__name__}: the arguments of a task could not be unpickled in "
-                f"the worker process ({type(exc).__name__}: {exc})"
+                f"the worker process ({describe_exception(exc)})"
             )
             failure.__cause__ = exc
             outcomes.append(_portable(event_class, (FATAL, failure)))
             continue
-        outcomes.append(_portable(event_class, attempt(event_class, args, kwargs, retry_on)))
+        try:
+            outcome = attempt(event_class, args, kwargs, retry_on)
+        except BaseException as exc:  # SystemExit and friends: the batch ends here
+            outcomes.append(_portable(event_class, (BASE, exc)))
+            break
+        outcomes.append(_portable(event_class, outcome))
     return time.perf_counter() - started, outcomes
 
 
@@ -194,7 +240,7 @@ def load_outcome(event_name: str, blob: bytes) -> Outcome:
     except Exception as exc:
         return FATAL, TypeError(
             f"{event_name}: the outcome of a task could not be unpickled in the parent "
-            f"process: {exc!r}"
+            f"process ({describe_exception(exc)})"
         )
     if tb_text is not None:
         value.__cause__ = RemoteTraceback(tb_text)

@@ -1,0 +1,163 @@
+"""Event-run units: one event over its inputs, as the coordinator's owner of tasks.
+
+A unit reads its inputs lazily, adding a task per input while its window has room (for a
+stream, results finished behind an earlier one count against the window too), keeps the
+results in input order, and when the last one settles evaluates the run and hands the
+:class:`EventRun` to ``on_complete``. ``run``/``map``/``imap`` drive one unit each; a flow
+opens one per step from the previous steps' ``on_complete``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
+
+from ._coordinator import Coordinator, Task
+from ._evaluation import evaluate
+from ._plan import Plan
+from ._results import EventResult, EventRun
+from ._worker import describe_exception
+from .exceptions import StopProcessingError
+
+__all__ = ["EventRunUnit", "raise_stop", "stop_message"]
+
+Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
+
+
+def stop_message(name: str, cause: BaseException | None) -> str:
+    what = "an exception" if cause is None else describe_exception(cause)
+    return f"{name} stopped: a task ended with {what}"
+
+
+def raise_stop(run: EventRun | Any, name: str, cause: BaseException) -> NoReturn:
+    """The one place that raises :class:`StopProcessingError`."""
+    raise StopProcessingError(stop_message(name, cause), run) from cause
+
+
+class EventRunUnit:
+    """One event over its inputs: admission, ordering, evaluation and the stop rule.
+
+    Args:
+        coordinator: schedules the tasks.
+        plan: the event as the runner runs it.
+        inputs: ``(args, kwargs)`` per task, read lazily.
+        streaming: keep only results not yet yielded (``imap``), not all of them.
+        window: the most tasks in flight, waiting for a retry, or buffered.
+        task_prefix: prefixed to each task's index to make its ``task_id``.
+        on_complete: called once with the :class:`EventRun` when every task settled.
+    """
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        plan: Plan,
+        inputs: Inputs,
+        *,
+        streaming: bool,
+        window: int,
+        task_prefix: str,
+        on_complete: Callable[[EventRun], None] | None = None,
+    ) -> None:
+        self.coordinator = coordinator
+        self.plan = plan
+        self.inputs: Inputs | None = inputs
+        self.streaming = streaming
+        self.window = window
+        self.task_prefix = task_prefix
+        self.on_complete = on_complete
+        self.results: list[EventResult | None] = []
+        self.buffer: dict[int, EventResult] = {}
+        self.next_index = 0
+        self.admitted = 0
+        #: Tasks added and not settled (retries included).
+        self.pending = 0
+        self.stop_error: BaseException | None = None
+        self.started = coordinator.clock.monotonic()
+        self.run: EventRun | None = None
+
+    # -- as the coordinator's owner --------------------------------------------------------
+    def admit(self) -> bool:
+        """Read inputs and add their tasks while the window has room."""
+        inputs = self.inputs
+        if inputs is None:
+            return False
+        coordinator = self.coordinator
+        plan = self.plan
+        window = self.window
+        buffer = self.buffer
+        while self.pending + len(buffer) < window and self.stop_error is None:
+            try:
+                args, kwargs = next(inputs)
+            except StopIteration:
+                self.inputs = None
+                self._maybe_complete()
+                return False
+            index = self.admitted
+            self.admitted += 1
+            self.pending += 1
+            if not self.streaming:
+                self.results.append(None)
+            coordinator.add(Task(plan, self, index, args, kwargs), window)
+            if coordinator.completed:
+                # An inline executor already ran it: a stop must be seen before the next
+                # input is read (and, inline, run).
+                coordinator.deliver()
+        return self.stop_error is None
+
+    def on_result(self, task: Task, result: EventResult) -> None:
+        self.pending -= 1
+        if self.streaming:
+            self.buffer[task.index] = result
+        else:
+            self.results[task.index] = result
+        if (
+            result.exception is not None
+            and self.stop_error is None
+            and self.plan.settings.stop_on_exception
+        ):
+            self.stop_error = result.exception
+            self.coordinator.cancel(self)
+            return
+        self._maybe_complete()
+
+    # -- for the driver -------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        """No input left, nothing pending, nothing buffered."""
+        return self.inputs is None and self.pending == 0 and not self.buffer
+
+    def ordered(self) -> Iterator[EventResult]:
+        """Pop the buffered results that are next in input order."""
+        buffer = self.buffer
+        while self.next_index in buffer:
+            result = buffer.pop(self.next_index)
+            self.next_index += 1
+            yield result
+
+    def elapsed(self) -> float:
+        return self.coordinator.clock.monotonic() - self.started
+
+    def partial_run(self) -> EventRun:
+        """The results finished so far, in input order, as a failed run."""
+        if self.streaming:
+            finished = [self.buffer[i] for i in sorted(self.buffer)]
+        else:
+            finished = [r for r in self.results if r is not None]
+        return EventRun(self.plan.name, False, finished, self.elapsed())
+
+    def raise_stop(self) -> NoReturn:
+        cause = self.stop_error
+        assert cause is not None
+        raise_stop(self.partial_run(), self.plan.name, cause)
+
+    def _maybe_complete(self) -> None:
+        if self.inputs is not None or self.pending or self.streaming or self.run is not None:
+            return
+        results: list[EventResult] = self.results  # type: ignore[assignment]
+        failures = sum(1 for r in results if r.error)
+        success = evaluate(
+            self.plan.settings.execution_evaluation_state, len(results) - failures, failures
+        )
+        self.run = EventRun(self.plan.name, success, results, self.elapsed())
+        if self.on_complete is not None:
+            self.on_complete(self.run)

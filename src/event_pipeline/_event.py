@@ -26,6 +26,7 @@ from .exceptions import ImproperlyConfigured
 
 if TYPE_CHECKING:
     from ._results import EventResult, EventRun
+    from ._runner import Runner
 
 __all__ = ["EventBase", "EventSettings", "settings_of"]
 
@@ -257,23 +258,51 @@ class EventBase(metaclass=_EventMeta):
         """
 
     @classmethod
-    def run(cls, *args: Any, **kwargs: Any) -> EventRun:
+    def route(cls, run: EventRun) -> int:
+        """Choose the branch a flow takes after this event's step (0-9).
+
+        Called once per step that has a branch list, in the calling process. The default
+        is ``1`` when the step's run succeeded and ``0`` when it failed; override it to
+        route on what the tasks returned (``run.results[0].content``, say).
+        """
+        return 1 if run.success else 0
+
+    # The calls take ``cls`` positional-only, so every keyword reaches ``process``.
+    @classmethod
+    def run(cls, /, *args: Any, **kwargs: Any) -> EventRun:
         """Run one task, ``process(*args, **kwargs)``, on the default runner."""
-        from ._runner import default_runner
-
-        return default_runner().run(cls, *args, **kwargs)
+        return _default_runner().run(cls, *args, **kwargs)
 
     @classmethod
-    def map(cls, *iterables: Iterable[Any]) -> EventRun:
+    def map(cls, /, *iterables: Iterable[Any]) -> EventRun:
         """Run one task per zipped item of ``iterables`` on the default runner."""
-        from ._runner import default_runner
-
-        return default_runner().map(cls, *iterables)
+        return _default_runner().map(cls, *iterables)
 
     @classmethod
-    def imap(cls, *iterables: Iterable[Any]) -> Iterator[EventResult]:
+    def imap(cls, /, *iterables: Iterable[Any]) -> Iterator[EventResult]:
         """Stream one result per zipped item of ``iterables``, in input order, on the default
         runner."""
+        return _default_runner().imap(cls, *iterables)
+
+
+def _default_runner() -> Runner:
+    """The default runner, looked up without an import statement once it exists."""
+    runner = _runners.default
+    if runner is None:
         from ._runner import default_runner
 
-        return default_runner().imap(cls, *iterables)
+        runner = default_runner()
+    return runner
+
+
+class _DefaultRunnerSlot:
+    """Where ``_runner`` publishes the default runner, so event class methods reach it in
+    one attribute read (``_event`` cannot import ``_runner`` at import time: a cycle)."""
+
+    __slots__ = ("default",)
+
+    def __init__(self) -> None:
+        self.default: Runner | None = None
+
+
+_runners = _DefaultRunnerSlot()

@@ -349,6 +349,7 @@ def default_runner() -> Runner:
             if _default_runner is None:
                 _default_runner = Runner()
                 atexit.register(_default_runner.shutdown)
+                _event_module._runners.default = _default_runner
             runner = _default_runner
     return runner
 

@@ -241,7 +241,7 @@ def test_missing_extra_names_the_install_command() -> None:
         "    print(exc)\n"
     )
     assert done.returncode == 0, done.stderr
-    assert 'pip install "event-pipeline[dask]"' in done.stdout
+    assert 'pip install "event-pipeline-futures[dask]"' in done.stdout
 
 
 def test_unreachable_scheduler_raises_from_submit() -> None:

@@ -51,11 +51,14 @@ def stopper(x: int) -> tuple[bool, Any]:
 
 @event(executor=ProcessPoolExecutor, max_workers=2)
 def slow_in_process(x: int) -> tuple[bool, Any]:
-    """Marks its worker's pid in the directory $CLI_PIDS, then takes a while."""
+    """Marks its worker's pid in the directory $CLI_PIDS, then takes a while.
+
+    Every third task is slower, so later tasks often finish before earlier ones.
+    """
     pids = os.environ.get("CLI_PIDS")
     if pids:
         Path(pids, str(os.getpid())).touch()
-    time.sleep(0.02)
+    time.sleep(0.04 if x % 3 == 0 else 0.005)
     return True, x
 
 

@@ -276,7 +276,8 @@ def _what(obj: object) -> str:
         return "a function, not an event class or a Flow (decorate it with @event)"
     if inspect.isclass(obj):
         return "a class but not an EventBase subclass, nor a Flow"
-    kind = "a module" if inspect.ismodule(obj) else f"a {type(obj).__name__}"
+    name = "module" if inspect.ismodule(obj) else type(obj).__name__
+    kind = f"{'an' if name[0] in 'aeiouAEIOU' else 'a'} {name}"
     return f"{kind}, not an event class or a Flow"
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+from event_pipeline.__main__ import main
+from event_pipeline._cli import format_syntax_error
+
 TESTS = Path(__file__).resolve().parent
 HAS_FLOWS = importlib.util.find_spec("event_pipeline.flow") is not None
 
@@ -478,3 +481,49 @@ def test_flows_missing_from_this_version(tmp_path: Path, argv: list[str]) -> Non
     result = cli(*argv, cwd=tmp_path, stdin="1\n")
     assert result.returncode == 2
     assert "flows are not available in this version" in one_error_line(result)
+
+
+def test_format_syntax_error_is_compiler_style() -> None:
+    """FILE:LINE:COL: message, the source line, and a caret under the column (tabs kept)."""
+    error = SyntaxError("unknown event 'Pasre' (did you mean 'Parse'?)")
+    error.filename, error.lineno, error.offset, error.text = "p.flow", 2, 11, "\tFetch -> Pasre\n"
+    error.end_offset = 16
+    assert format_syntax_error(error).splitlines() == [
+        "p.flow:2:11: unknown event 'Pasre' (did you mean 'Parse'?)",
+        "\tFetch -> Pasre",
+        "\t         ^~~~~",
+    ]
+    bare = SyntaxError("empty flow")
+    bare.filename, bare.lineno, bare.offset = "e.flow", 1, 1
+    assert format_syntax_error(bare) == "e.flow:1:1: empty flow"
+
+
+# -- in-process and pipes ---------------------------------------------------------------------
+def test_main_returns_exit_codes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """main(argv) returns the exit code instead of raising SystemExit."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # main makes the cwd importable
+    assert main(["--help"]) == 0
+    assert main(["frobnicate"]) == 2
+    assert main(["run", "no_such_module_here:x"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot import module 'no_such_module_here'" in err
+
+
+def test_closed_stdout_ends_the_map_quietly(tmp_path: Path) -> None:
+    """`map ... | head -1`: the map stops with exit 141 and no traceback."""
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(f"{i}\n" for i in range(100_000)))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "event_pipeline", "map", "cli_events:square", str(inputs)],
+        cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    first = child.stdout.readline()
+    child.stdout.close()
+    err = child.stderr.read()
+    child.stderr.close()
+    assert child.wait(timeout=60) == 141
+    assert json.loads(first)["index"] == 0
+    assert err == b""

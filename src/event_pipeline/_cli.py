@@ -352,14 +352,12 @@ def format_syntax_error(exc: SyntaxError) -> str:
 
 
 # -- values and records -----------------------------------------------------------------------
-def _dumps(record: dict[str, Any], value_key: str | None = "value") -> str:
+def _dumps(record: dict[str, Any]) -> str:
     """``record`` as one JSON line; a value JSON cannot hold is written as its ``repr``."""
     try:
         return json.dumps(record, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
-        if value_key is None:
-            raise
-        record[value_key] = _jsonable(record[value_key])
+        record["value"] = _jsonable(record["value"])
         return json.dumps(record, ensure_ascii=False, allow_nan=False)
 
 

@@ -78,7 +78,7 @@ examples:
   event-pipeline map checkout.flow orders.jsonl --events shop.events
 
 Each line of INPUTS is one task: a JSON array gives positional arguments ([1, "a"]),
-an object gives named inputs (flows only), any other value the single argument.
+any other value the single argument. Named inputs (flows only) are given with --input.
 Writes one JSON line per input, in input order:
   {"index": 0, "success": true, "value": ..., "error": null, "attempts": 1}
 """

@@ -23,7 +23,6 @@ the chain. A task waiting for its retry sits in the heap, never on a worker.
 
 from __future__ import annotations
 
-import concurrent.futures
 import heapq
 import itertools
 import logging
@@ -32,16 +31,19 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from ._async import run_batch_async
 from ._executors import (
     DefaultExecutor,
     ExecutorCache,
     ExecutorKey,
+    is_process_pool,
     is_standard_pool,
     lost_a_worker,
+    stop_workers,
     worker_count,
 )
 from ._results import EventResult
@@ -90,12 +92,9 @@ class Clock:
         """Wait ``seconds``, or less when ``wake`` is set (the runner was shut down)."""
         wake.wait(seconds)
 
-    def wait(self, futures: Iterable[Future[Any]], timeout: float | None) -> set[Future[Any]]:
-        """Block until one of ``futures`` is done or ``timeout`` seconds passed."""
-        done, _ = concurrent.futures.wait(
-            futures, timeout, return_when=concurrent.futures.FIRST_COMPLETED
-        )
-        return done
+    def wait(self, wake: threading.Event, timeout: float) -> None:
+        """Block until ``wake`` is set (a work item finished) or ``timeout`` seconds passed."""
+        wake.wait(timeout)
 
 
 class SigintDeferred:
@@ -207,6 +206,8 @@ class Lane:
         "pool",
         "ready",
         "suspects",
+        "timed",
+        "workers",
     )
 
     def __init__(self, executor: Executor, key: ExecutorKey | None) -> None:
@@ -217,8 +218,12 @@ class Lane:
         self.pool = is_standard_pool(executor)
         # Two work items per worker keep every worker busy between completions; an inline
         # executor runs one at a time, so a stop takes effect before the next task starts.
-        self.budget = 1 if type(executor) is DefaultExecutor else 2 * worker_count(executor)
+        self.workers = 1 if type(executor) is DefaultExecutor else worker_count(executor)
+        self.budget = 1 if type(executor) is DefaultExecutor else 2 * self.workers
         self.in_flight = 0
+        #: Work items of events with a timeout in flight: no more than one per worker, so
+        #: that submitting one is starting it and its deadline counts from its start.
+        self.timed = 0
         self.ready: dict[Plan, deque[Task]] = {}
         #: Tasks that were in a pool when it broke, re-run one at a time.
         self.suspects: deque[Task] = deque()
@@ -255,6 +260,15 @@ class Coordinator:
         self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
         self.completed: deque[tuple[Task, EventResult]] = deque()
+        #: (deadline, sequence, future) of attempts with a timeout.
+        self.deadlines: list[tuple[float, int, Future[Any]]] = []
+        #: Futures whose attempt passed its deadline: what they return is ignored.
+        self.expired: set[Future[Any]] = set()
+        # Finished futures, appended by their done-callbacks in whatever thread finishes
+        # them; one Event wakes the loop. Unlike concurrent.futures.wait(), which hooks
+        # every future in flight on each call, this costs the same however many are.
+        self.finished: deque[Future[Any]] = deque()
+        self.wake = threading.Event()
         self.owners: list[Owner] = []
         self._sequence = itertools.count()
 
@@ -352,17 +366,59 @@ class Coordinator:
                 lane.ready.setdefault(task.plan, deque()).appendleft(task)
 
     def _wait_for_completions(self) -> None:
-        timeout = WAIT_SLICE
-        if self.retries:
-            timeout = min(timeout, max(0.0, self.retries[0][0] - self.clock.monotonic()))
-        done = self.clock.wait(self.in_flight, timeout)
-        if not done:
-            # A future cancelled by its executor's shutdown(cancel_futures=True) never
-            # wakes concurrent.futures.wait(): look for them at each slice's end.
-            done = {future for future in self.in_flight if future.cancelled()}
-        for future in done:
-            if future in self.in_flight:
+        finished = self.finished
+        if not finished:
+            timeout = WAIT_SLICE
+            if self.retries or self.deadlines:
+                now = self.clock.monotonic()
+                if self.retries:
+                    timeout = min(timeout, max(0.0, self.retries[0][0] - now))
+                if self.deadlines:
+                    timeout = min(timeout, max(0.0, self.deadlines[0][0] - now))
+            self.wake.clear()
+            if not finished:
+                self.clock.wait(self.wake, timeout)
+        in_flight = self.in_flight
+        while finished:
+            future = finished.popleft()
+            if future in in_flight:
                 self._complete(future)
+        if self.deadlines:
+            self._expire(self.clock.monotonic())
+
+    def _finished(self, future: Future[Any]) -> None:
+        self.finished.append(future)
+        self.wake.set()
+
+    def _expire(self, now: float) -> None:
+        """End every attempt whose deadline has passed with a ``TimeoutError``.
+
+        On the loop the attempt's coroutine is cancelled; a process pool of the runner's
+        has its workers stopped, which breaks it (the other tasks that were in it re-run
+        uncharged, as after a crash); a thread cannot be stopped, so the attempt is
+        abandoned and its slot stays taken until it returns.
+        """
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][0] <= now:
+            future = heapq.heappop(deadlines)[2]
+            item = self.in_flight.get(future)
+            if item is None or future in self.expired or future.done():
+                continue
+            self.expired.add(future)
+            executor = item.executor
+            cancel_running = getattr(executor, "cancel_running", None)
+            if cancel_running is not None:
+                cancel_running(future)
+            elif is_process_pool(executor) and item.lane.key is not None:
+                stop_workers(executor)
+            for task in item.tasks:
+                plan = task.plan
+                task.attempts += 1
+                error = TimeoutError(
+                    f"{plan.name}: task {task.task_id} timed out after {plan.timeout:g} s "
+                    f"(attempt {task.attempts})"
+                )
+                self._settle(task, self._classify(plan, error), error, now)
 
     def _sleep_until_due(self) -> None:
         delay = self.retries[0][0] - self.clock.monotonic()
@@ -417,12 +473,16 @@ class Coordinator:
         if lane.suspects and not lane.isolating:
             self._submit(lane, [lane.suspects.popleft()], isolated=True)
         ready = lane.ready
-        while ready and lane.in_flight < lane.budget:
+        submitted = True
+        while ready and lane.in_flight < lane.budget and submitted:
+            submitted = False
             # One batch per event in turn, so no event starves another on a shared pool.
             for plan in list(ready):
                 if lane.in_flight >= lane.budget:
                     break
                 queue = ready.get(plan)
+                if queue and plan.timeout is not None and lane.timed >= lane.workers:
+                    continue
                 if queue:
                     # Spread what is ready over the free slots: batching never leaves a
                     # worker idle that could take a task.
@@ -433,6 +493,7 @@ class Coordinator:
                     if not queue:
                         del ready[plan]
                     self._submit(lane, tasks)
+                    submitted = True
                 else:
                     ready.pop(plan, None)
 
@@ -454,7 +515,7 @@ class Coordinator:
             function: Callable[..., Any] = run_pickled
             work: list[Any] = [task.payload for task in tasks]
         else:
-            function = run_batch
+            function = run_batch_async if plan.is_async else run_batch
             work = [(task.args, task.kwargs) for task in tasks]
         deferred: SigintDeferred | None = None
         try:
@@ -470,11 +531,16 @@ class Coordinator:
             lane.isolating = True
         else:
             lane.in_flight += 1
+        if plan.timeout is not None:
+            lane.timed += 1
+            heapq.heappush(self.deadlines, (now + plan.timeout, next(self._sequence), future))
         self.in_flight[future] = WorkItem(lane, tasks, executor, isolated)
-        if deferred is not None:
-            deferred.deliver()
         if future.done():  # an inline executor: no need to wait for it
             self._complete(future)
+        else:
+            future.add_done_callback(self._finished)
+        if deferred is not None:
+            deferred.deliver()
 
     def _refused(
         self,
@@ -530,6 +596,11 @@ class Coordinator:
             lane.isolating = False
         else:
             lane.in_flight -= 1
+        if tasks[0].plan.timeout is not None:
+            lane.timed -= 1
+        if future in self.expired:
+            self.expired.discard(future)  # its attempt already ended at the deadline
+            return
         now = self.clock.monotonic()
         if future.cancelled():
             self.cache.check_open()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import abc
 import difflib
+import inspect
+import math
 import warnings
+import weakref
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from ._config import (
@@ -39,15 +42,15 @@ SETTING_NAMES = (
     "retry_policy",
     "execution_evaluation_state",
     "stop_on_exception",
+    "timeout",
 )
 
 # Assigning one of these on an instance changes nothing (each attempt gets a fresh instance
 # and the settings are read from the class), so EventBase.__setattr__ warns about it.
 _SETTINGS = frozenset(SETTING_NAMES)
 
-# Names a misspelt class attribute is compared with. ``timeout`` is here ahead of being a
-# setting (SPEC §14.2) so that ``time_out = 5`` is caught as soon as it is one.
-_SUGGESTED_NAMES = tuple(dict.fromkeys((*SETTING_NAMES, "timeout")))
+# Names a misspelt class attribute is compared with.
+_SUGGESTED_NAMES = SETTING_NAMES
 
 # Slips difflib's ratio misses (no generic words: ``retries = 3`` may be the user's own), and
 # executor_config's fields written on the class as @event takes them.
@@ -58,7 +61,7 @@ _KNOWN_SLIPS = {
 _CONFIG_FIELDS = ("max_workers", "max_tasks_per_child", "thread_name_prefix")
 
 # Event classes already warned about a setting assigned on an instance: once is enough.
-_warned_instance_settings: set[type[EventBase]] = set()
+_warned_instance_settings: weakref.WeakSet[type[EventBase]] = weakref.WeakSet()
 # Bound once: a global lookup is cheaper than ``object.__setattr__`` or ``super()`` per call.
 _object_setattr = object.__setattr__
 
@@ -73,6 +76,10 @@ class EventSettings(NamedTuple):
     retry_on: tuple[type[BaseException], ...] | None
     execution_evaluation_state: EventExecutionEvaluationState
     stop_on_exception: bool
+    #: Seconds allowed to one attempt, or None.
+    timeout: float | None
+    #: ``process`` is a coroutine function: the event runs on an AsyncExecutor.
+    is_async: bool
     #: The value of the settings generation these were validated in.
     generation: int
     #: Copies of the settings that are dicts, by name: a dict can change in place.
@@ -102,18 +109,10 @@ class _EventMeta(abc.ABCMeta):
 
 def _validate(cls: type[EventBase]) -> EventSettings:
     raw = [getattr(cls, name) for name in SETTING_NAMES]
-    executor, config_value, policy_value, state, stop = raw
+    executor, config_value, policy_value, state, stop, timeout = raw
     name = cls.__name__
-    if isinstance(executor, type):
-        if not issubclass(executor, Executor):
-            raise ImproperlyConfigured(
-                f"{name}.executor: expected an Executor subclass or instance, "
-                f"got the class {executor!r}"
-            )
-    elif not isinstance(executor, Executor):
-        raise ImproperlyConfigured(
-            f"{name}.executor: expected an Executor subclass or instance, got {executor!r}"
-        )
+    is_async = inspect.iscoroutinefunction(getattr(cls, "process", None))
+    executor = _check_executor(cls, executor, is_async)
     config = coerce_executor_config(config_value, f"{name}.executor_config")
     if not isinstance(executor, type) and set_fields(config):
         raise ImproperlyConfigured(
@@ -128,6 +127,12 @@ def _validate(cls: type[EventBase]) -> EventSettings:
         )
     if not isinstance(stop, bool):
         raise ImproperlyConfigured(f"{name}.stop_on_exception: expected a bool, got {stop!r}")
+    timeout = check_timeout(timeout, f"{name}.timeout")
+    if timeout is not None and isinstance(executor, type) and not enforces_timeout(executor):
+        raise ImproperlyConfigured(
+            f"{name}.timeout: {timeout!r} cannot be enforced on {executor.__name__}; "
+            f"{TIMEOUT_EXECUTORS}"
+        )
     retry_on = None
     if policy is not None and policy.max_attempts > 1:
         retry_on = tuple(policy.retry_on_exceptions)
@@ -137,8 +142,81 @@ def _validate(cls: type[EventBase]) -> EventSettings:
         if isinstance(value, dict)
     )
     return EventSettings(
-        executor, config, policy, retry_on, state, stop, _generation, snapshots
+        executor, config, policy, retry_on, state, stop, timeout, is_async, _generation,
+        snapshots,
     )
+
+
+TIMEOUT_EXECUTORS = (
+    "timeouts are enforced on AsyncExecutor, ThreadPoolExecutor and ProcessPoolExecutor "
+    "(classes the runner builds)"
+)
+
+
+def enforces_timeout(executor: type[Executor] | Executor) -> bool:
+    """Whether the runner can end an attempt at its deadline on ``executor``."""
+    from ._async import AsyncExecutor
+    from ._executors import is_process_pool
+
+    if isinstance(executor, type):
+        return issubclass(executor, (AsyncExecutor, ThreadPoolExecutor)) or is_process_pool(
+            executor
+        )
+    return isinstance(executor, AsyncExecutor)
+
+
+def check_timeout(value: object, where: str) -> float | None:
+    """``value`` as a number of seconds allowed to one attempt, or None."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ImproperlyConfigured(
+            f"{where}: expected a positive number of seconds or None, got {value!r}"
+        )
+    return float(value)
+
+
+def _check_executor(
+    cls: type[EventBase], executor: object, is_async: bool
+) -> type[Executor] | Executor:
+    from ._async import AsyncExecutor
+
+    name = cls.__name__
+    if isinstance(executor, type):
+        if not issubclass(executor, Executor):
+            raise ImproperlyConfigured(
+                f"{name}.executor: expected an Executor subclass or instance, "
+                f"got the class {executor!r}"
+            )
+    elif not isinstance(executor, Executor):
+        raise ImproperlyConfigured(
+            f"{name}.executor: expected an Executor subclass or instance, got {executor!r}"
+        )
+    on_loop = (
+        issubclass(executor, AsyncExecutor)
+        if isinstance(executor, type)
+        else isinstance(executor, AsyncExecutor)
+    )
+    if is_async and not on_loop:
+        own = [klass for klass in cls.__mro__ if klass not in (EventBase, object)]
+        declared = any("executor" in klass.__dict__ for klass in own)
+        if not declared:
+            return AsyncExecutor  # the default executor of an async event
+        raise ImproperlyConfigured(
+            f"{name}.executor: {executor!r} cannot run an async def process; async events "
+            f"run on AsyncExecutor (leave executor unset, or set it to AsyncExecutor)"
+        )
+    if on_loop and not is_async:
+        raise ImproperlyConfigured(
+            f"{name}.executor: {executor!r} runs coroutines, but {name}.process is not "
+            f"async def; use another executor, or make process a coroutine function"
+        )
+    return executor
 
 
 def _check_misspelt_settings(cls: type[EventBase]) -> None:
@@ -213,7 +291,11 @@ class EventBase(metaclass=_EventMeta):
     * ``retry_policy``: :class:`RetryPolicy`, an equivalent dict, or ``None`` (no retry);
     * ``execution_evaluation_state``: how task outcomes decide the event's success;
     * ``stop_on_exception``: stop the whole run at the first task that ends with an
-      exception, raising :class:`StopProcessingError`.
+      exception, raising :class:`StopProcessingError`;
+    * ``timeout``: seconds allowed to one attempt, or ``None``.
+
+    A ``process`` written ``async def`` makes an async event, run on
+    :class:`AsyncExecutor` by default.
 
     They are checked when the subclass is created; a mistake raises
     :class:`ImproperlyConfigured` naming the class, the attribute and the value.
@@ -228,6 +310,7 @@ class EventBase(metaclass=_EventMeta):
         EventExecutionEvaluationState.SUCCESS_ON_ALL_EVENTS_SUCCESS
     )
     stop_on_exception: ClassVar[bool] = False
+    timeout: ClassVar[float | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -8,6 +8,7 @@ Coordinators receive it; nothing else creates or shuts down a runner's executors
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import sys
@@ -30,6 +31,7 @@ __all__ = [
     "is_standard_pool",
     "lost_a_worker",
     "sends_work_away",
+    "stop_workers",
     "worker_count",
 ]
 
@@ -208,6 +210,15 @@ class ExecutorKey(NamedTuple):
     def recycles_workers(self) -> bool:
         """Whether the pool replaces a worker after so many work items."""
         return any(name == "max_tasks_per_child" for name, _ in self.kwargs)
+
+
+def stop_workers(executor: Executor) -> None:
+    """Kill the worker processes of a process pool (which breaks it), to end an attempt
+    that ran past its deadline: which worker runs it, the pool does not say."""
+    processes = getattr(executor, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):  # already gone
+            process.kill()
 
 
 def shut_down(executor: Executor, *, wait: bool = True) -> None:

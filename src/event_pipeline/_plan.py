@@ -25,12 +25,14 @@ class Plan:
         "executor",
         "generation",
         "inline",
+        "is_async",
         "key",
         "name",
         "per_task",
         "remote",
         "retry_on",
         "settings",
+        "timeout",
         "unbatched",
         "window",
     )
@@ -58,8 +60,15 @@ class Plan:
         self.per_task: float | None = None
         # One task per work item for a run that must stop before further tasks start, and
         # for a pool that replaces its workers after so many work items.
-        self.unbatched = settings.stop_on_exception or (
-            key is not None and key.recycles_workers
+        # A deadline per attempt needs an attempt per work item; coroutines on the loop
+        # gain nothing from batches.
+        self.timeout = settings.timeout
+        self.is_async = settings.is_async
+        self.unbatched = (
+            settings.stop_on_exception
+            or self.timeout is not None
+            or self.is_async
+            or (key is not None and key.recycles_workers)
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
@@ -36,14 +37,20 @@ def _process(self: EventBase, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
     return result
 
 
+async def _process_async(self: EventBase, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+    result: tuple[bool, Any] = await type(self).func(*args, **kwargs)  # type: ignore[attr-defined]
+    return result
+
+
 def _make_event(function: _Function, settings: dict[str, Any]) -> type[EventBase]:
+    is_async = inspect.iscoroutinefunction(function)
     namespace: dict[str, Any] = {
         "__module__": function.__module__,
         "__qualname__": function.__qualname__,
         "__doc__": function.__doc__,
         "_event_pipeline_function": True,
         "func": staticmethod(function),
-        "process": _process,
+        "process": _process_async if is_async else _process,
         **settings,
     }
     return type(function.__name__, (EventBase,), namespace)
@@ -61,6 +68,7 @@ def event(
     max_tasks_per_child: int | EmptyType = ...,
     thread_name_prefix: str | EmptyType = ...,
     stop_on_exception: bool | EmptyType = ...,
+    timeout: float | EmptyType | None = ...,
     retry_policy: RetryPolicy | dict[str, Any] | EmptyType | None = ...,
     executor_config: ExecutorInitializerConfig | dict[str, Any] | EmptyType = ...,
     execution_evaluation_state: EventExecutionEvaluationState | EmptyType = ...,
@@ -76,6 +84,7 @@ def event(
     max_tasks_per_child: int | EmptyType = EMPTY,
     thread_name_prefix: str | EmptyType = EMPTY,
     stop_on_exception: bool | EmptyType = EMPTY,
+    timeout: float | EmptyType | None = EMPTY,
     retry_policy: RetryPolicy | dict[str, Any] | EmptyType | None = EMPTY,
     executor_config: ExecutorInitializerConfig | dict[str, Any] | EmptyType = EMPTY,
     execution_evaluation_state: EventExecutionEvaluationState | EmptyType = EMPTY,
@@ -95,6 +104,7 @@ def event(
         max_tasks_per_child: shorthand for ``executor_config`` field of the same name.
         thread_name_prefix: shorthand for ``executor_config`` field of the same name.
         stop_on_exception: stop the run at the first task that ends with an exception.
+        timeout: seconds allowed to one attempt, or ``None``.
         retry_policy: a :class:`RetryPolicy`, an equivalent dict, or ``None``.
         executor_config: an :class:`ExecutorInitializerConfig` or an equivalent dict.
         execution_evaluation_state: how task outcomes decide the event's success.
@@ -117,6 +127,7 @@ def event(
         for name, value in {
             "executor": executor,
             "stop_on_exception": stop_on_exception,
+            "timeout": timeout,
             "retry_policy": retry_policy,
             "execution_evaluation_state": execution_evaluation_state,
         }.items()

@@ -129,7 +129,7 @@ class Call:
         return "".join(traceback.format_stack(frame)) if frame is not None else "(finished)"
 
     def wait_until_waiting(self, timeout: float = 20.0) -> None:
-        """Wait until the call blocks in ``concurrent.futures.wait``: all it could submit is out.
+        """Wait until the call blocks in the coordinator's wait: all it could submit is out.
 
         The runner submits what its window allows, then waits for a completion; when no
         task can complete (they wait at a gate), that is a state that holds still.
@@ -140,7 +140,7 @@ class Call:
             while frame is not None:
                 code = frame.f_code
                 if code.co_name == "wait" and code.co_filename.endswith(
-                    os.path.join("concurrent", "futures", "_base.py")
+                    os.path.join("event_pipeline", "_coordinator.py")
                 ):
                     return True
                 frame = frame.f_back

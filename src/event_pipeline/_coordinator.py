@@ -35,7 +35,7 @@ from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from ._async import run_batch_async
+from ._async import AsyncExecutor, run_batch_async
 from ._executors import (
     DefaultExecutor,
     ExecutorCache,
@@ -77,6 +77,8 @@ except ImportError:  # pragma: no cover - not CPython
 #: A batch aims to keep a worker busy this long; longer tasks go one per work item.
 BATCH_TARGET_SECONDS = 0.002
 MAX_BATCH = 1024
+#: Attempts per work item on an AsyncExecutor.
+ASYNC_BATCH = 64
 #: The longest single wait. Python acts on a signal (Ctrl-C) that lands just before a wait
 #: starts only when the wait returns, and externally cancelled futures never end one.
 WAIT_SLICE = 0.1
@@ -205,6 +207,7 @@ class Lane:
         "key",
         "pool",
         "ready",
+        "slots_are_tasks",
         "suspects",
         "timed",
         "workers",
@@ -219,7 +222,16 @@ class Lane:
         # Two work items per worker keep every worker busy between completions; an inline
         # executor runs one at a time, so a stop takes effect before the next task starts.
         self.workers = 1 if type(executor) is DefaultExecutor else worker_count(executor)
-        self.budget = 1 if type(executor) is DefaultExecutor else 2 * self.workers
+        #: On an AsyncExecutor the budget counts attempts, not work items: a batch's
+        #: attempts run at once, and max_workers bounds attempts.
+        self.slots_are_tasks = isinstance(executor, AsyncExecutor)
+        self.budget = (
+            1
+            if type(executor) is DefaultExecutor
+            else self.workers
+            if self.slots_are_tasks
+            else 2 * self.workers
+        )
         self.in_flight = 0
         #: Work items of events with a timeout in flight: no more than one per worker, so
         #: that submitting one is starting it and its deadline counts from its start.
@@ -234,8 +246,14 @@ class Lane:
         self.isolation: Executor | None = None
 
     def batch_size(self, plan: Plan, window: int) -> int:
+        if plan.unbatched:
+            return 1
+        if self.slots_are_tasks:
+            # Coroutines of a batch all run at once on the loop: the batch only saves
+            # submissions, and costs slots held until its last attempt ends.
+            return ASYNC_BATCH
         per_task = plan.per_task
-        if per_task is None or plan.unbatched:
+        if per_task is None:
             return 1
         by_time = int(BATCH_TARGET_SECONDS / max(per_task, 1e-9))
         return max(1, min(MAX_BATCH, by_time, window // self.budget))
@@ -487,8 +505,11 @@ class Coordinator:
                     # Spread what is ready over the free slots: batching never leaves a
                     # worker idle that could take a task.
                     free = lane.budget - lane.in_flight
-                    spread = -(-len(queue) // free)
-                    size = min(lane.batch_size(plan, window), spread)
+                    if lane.slots_are_tasks:
+                        size = min(lane.batch_size(plan, window), free, len(queue))
+                    else:
+                        spread = -(-len(queue) // free)
+                        size = min(lane.batch_size(plan, window), spread)
                     tasks = [queue.popleft() for _ in range(size)]
                     if not queue:
                         del ready[plan]
@@ -530,7 +551,7 @@ class Coordinator:
         if isolated:
             lane.isolating = True
         else:
-            lane.in_flight += 1
+            lane.in_flight += len(tasks) if lane.slots_are_tasks else 1
         if plan.timeout is not None:
             lane.timed += 1
             heapq.heappush(self.deadlines, (now + plan.timeout, next(self._sequence), future))
@@ -595,7 +616,7 @@ class Coordinator:
         if isolated:
             lane.isolating = False
         else:
-            lane.in_flight -= 1
+            lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
         if tasks[0].plan.timeout is not None:
             lane.timed -= 1
         if future in self.expired:

@@ -60,14 +60,12 @@ class Plan:
         self.per_task: float | None = None
         # One task per work item for a run that must stop before further tasks start, and
         # for a pool that replaces its workers after so many work items.
-        # A deadline per attempt needs an attempt per work item; coroutines on the loop
-        # gain nothing from batches.
+        # A deadline per attempt needs an attempt per work item.
         self.timeout = settings.timeout
         self.is_async = settings.is_async
         self.unbatched = (
             settings.stop_on_exception
             or self.timeout is not None
-            or self.is_async
             or (key is not None and key.recycles_workers)
         )
 

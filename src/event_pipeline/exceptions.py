@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._results import EventRun
 
-__all__ = ["ImproperlyConfigured", "StopProcessingError"]
+__all__ = ["FlowSyntaxError", "ImproperlyConfigured", "StopProcessingError"]
 
 
 class ImproperlyConfigured(TypeError, ValueError):
@@ -37,3 +37,18 @@ class StopProcessingError(Exception):
 
     def __reduce__(self) -> tuple[type[StopProcessingError], tuple[str, EventRun]]:
         return type(self), (str(self), self.run)
+
+
+class FlowSyntaxError(SyntaxError):
+    """The text form of a flow does not parse (SPEC §11.3).
+
+    Built like :class:`SyntaxError`, so tracebacks show the line with a caret under the
+    offending place.
+
+    Attributes:
+        filename: the name given to ``Flow.parse`` (default ``"<flow>"``).
+        lineno: the line of the error, from 1.
+        offset: the column (in characters) where the offending text begins, from 1.
+        end_offset: the column just after it.
+        text: the source line.
+    """

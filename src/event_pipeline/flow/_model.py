@@ -784,6 +784,7 @@ def _graph(flow: Flow) -> _Graph:
             exits[index] = ends
     # Outer groups first where two begin at the same step.
     graph.groups.sort(key=lambda group: (group[0], -group[1]))
+    graph.edges.sort()
     return graph
 
 

@@ -1,0 +1,404 @@
+"""What a flow run returns: one :class:`StepRun` per step in a :class:`FlowRun` (SPEC §11.6).
+
+Both are plain records the runtime fills in; they pickle, print readably and draw
+themselves: :meth:`FlowRun.to_dot` colours the flow's graph by step status and
+:meth:`FlowRun.to_svg` draws a timeline, one row per step.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from typing import TYPE_CHECKING, Any
+from xml.sax.saxutils import escape, quoteattr
+
+if TYPE_CHECKING:
+    from ._results import EventRun
+    from .flow._model import Flow
+
+__all__ = ["FlowRun", "StepRun", "StepStatus"]
+
+
+class StepStatus(enum.Enum):
+    """Where a step of a flow run ended up."""
+
+    #: It ran and its event run succeeded.
+    SUCCEEDED = "succeeded"
+    #: It ran and failed, or could not start (a bad route, a non-iterable ``|=>`` value).
+    FAILED = "failed"
+    #: It did not run: something it depends on failed, or the run stopped first.
+    SKIPPED = "skipped"
+    #: It did not run: it is in a branch arm that was not chosen.
+    NOT_TAKEN = "not taken"
+    #: It had started when the run stopped, and its outcome was not waited for.
+    CANCELLED = "cancelled"
+
+
+# Fill colours, chosen to read apart for the common kinds of colour blindness too.
+_COLOURS = {
+    StepStatus.SUCCEEDED: "#3a9d5d",
+    StepStatus.FAILED: "#d1495b",
+    StepStatus.SKIPPED: "#b8b8b8",
+    StepStatus.NOT_TAKEN: "#e6e6e6",
+    StepStatus.CANCELLED: "#8e6cc0",
+}
+_TOLERATED_COLOUR = "#f2a541"
+
+
+def _colour(step: StepRun) -> str:
+    if step.status is StepStatus.FAILED and step.handled:
+        return _TOLERATED_COLOUR
+    return _COLOURS[step.status]
+
+
+class StepRun:
+    """One step of a flow run.
+
+    Attributes:
+        name: the event's ``__name__``; its later uses in text order are ``Name#2``,
+            ``Name#3``...
+        event_name: the event class's ``__name__``.
+        status: a :class:`StepStatus`.
+        run: the step's :class:`EventRun`, present exactly when the step ran.
+        value: the step's value: its task's content (after ``|=>``, the list of contents).
+        route: the route code chosen after it, or ``None``.
+        handled: its failure is tolerated (``?``, or a group that succeeded anyway).
+        reason: why it failed, was skipped or not taken; ``None`` when it succeeded.
+        attempts: calls of ``process``, summed over its tasks.
+        started: seconds from the flow run's start to the step's, or ``None``.
+        duration: seconds the step took (0.0 when it did not run).
+    """
+
+    __slots__ = (
+        "attempts",
+        "duration",
+        "event_name",
+        "handled",
+        "name",
+        "reason",
+        "route",
+        "run",
+        "started",
+        "status",
+        "value",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        event_name: str,
+        status: StepStatus,
+        *,
+        run: EventRun | None = None,
+        value: Any = None,
+        route: int | None = None,
+        handled: bool = False,
+        reason: str | None = None,
+        attempts: int = 0,
+        started: float | None = None,
+        duration: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.event_name = event_name
+        self.status = status
+        self.run = run
+        self.value = value
+        self.route = route
+        self.handled = handled
+        self.reason = reason
+        self.attempts = attempts
+        self.started = started
+        self.duration = duration
+
+    def __repr__(self) -> str:
+        parts = [f"{self.name} {self.status.name}"]
+        if self.handled:
+            parts.append("handled")
+        if self.route is not None:
+            parts.append(f"route={self.route}")
+        parts.append(f"attempts={self.attempts}")
+        parts.append(f"duration={self.duration:.6f}")
+        if self.reason is not None:
+            parts.append(f"reason={self.reason!r}")
+        return f"StepRun({', '.join(parts)})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _step_run, (
+            self.name,
+            self.event_name,
+            self.status,
+            self.run,
+            self.value,
+            self.route,
+            self.handled,
+            self.reason,
+            self.attempts,
+            self.started,
+            self.duration,
+        )
+
+
+def _step_run(
+    name: str,
+    event_name: str,
+    status: StepStatus,
+    run: EventRun | None,
+    value: Any,
+    route: int | None,
+    handled: bool,
+    reason: str | None,
+    attempts: int,
+    started: float | None,
+    duration: float,
+) -> StepRun:
+    return StepRun(
+        name,
+        event_name,
+        status,
+        run=run,
+        value=value,
+        route=route,
+        handled=handled,
+        reason=reason,
+        attempts=attempts,
+        started=started,
+        duration=duration,
+    )
+
+
+class FlowRun:
+    """One run of a flow.
+
+    Attributes:
+        success: nothing failed untolerated.
+        steps: every step, in text order, each with its status.
+        output: the flow's value (the value of its last node that ran).
+        duration: seconds the run took.
+        flow: the flow that ran, when known (used to draw it).
+    """
+
+    __slots__ = ("_by_name", "duration", "flow", "output", "steps", "success")
+
+    def __init__(
+        self,
+        success: bool,
+        steps: list[StepRun],
+        output: Any,
+        duration: float,
+        flow: Flow | None = None,
+    ) -> None:
+        self.success = success
+        self.steps = steps
+        self.output = output
+        self.duration = duration
+        self.flow = flow
+        self._by_name: dict[str, StepRun] | None = None
+
+    @property
+    def failed(self) -> list[StepRun]:
+        """The ``FAILED`` steps whose failure was not tolerated, in text order."""
+        return [s for s in self.steps if s.status is StepStatus.FAILED and not s.handled]
+
+    def __getitem__(self, name: str) -> StepRun:
+        """The step called ``name`` (``run["Pack#2"]``).
+
+        Raises:
+            KeyError: no step has that name; the message lists the names.
+        """
+        if self._by_name is None or len(self._by_name) != len(self.steps):
+            self._by_name = {s.name: s for s in self.steps}
+        try:
+            return self._by_name[name]
+        except KeyError:
+            names = ", ".join(s.name for s in self.steps) or "none"
+            raise KeyError(f"no step named {name!r} in this flow run (steps: {names})") from None
+
+    def summary(self) -> str:
+        """One line per step: name, status, attempts, duration and reason."""
+        if not self.steps:
+            return ""
+        width = max(len(s.name) for s in self.steps)
+        lines = []
+        for s in self.steps:
+            status = s.status.name + (" (handled)" if s.handled else "")
+            attempts = f"{s.attempts} attempt{'' if s.attempts == 1 else 's'}"
+            line = f"{s.name:<{width}}  {status:<20}  {attempts:<12}  {s.duration:9.3f}s"
+            if s.reason:
+                line += f"  {s.reason}"
+            lines.append(line.rstrip())
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        counts: dict[str, int] = {}
+        for s in self.steps:
+            counts[s.status.value] = counts.get(s.status.value, 0) + 1
+        detail = ", ".join(f"{n} {status}" for status, n in counts.items())
+        return (
+            f"FlowRun({'success' if self.success else 'failure'}, {len(self.steps)} steps"
+            f"{': ' + detail if detail else ''}, duration={self.duration:.6f})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return FlowRun, (self.success, self.steps, self.output, self.duration, self.flow)
+
+    # -- pictures --------------------------------------------------------------------------
+    def to_dot(self) -> str:
+        """The flow's graph in Graphviz DOT, each step filled by its status.
+
+        Without the flow (``flow`` is None), the steps are drawn in text order, unlinked.
+        """
+        from .flow._model import render_dot
+
+        fills = [_colour(s) for s in self.steps]
+        notes = [s.status.value + (" (handled)" if s.handled else "") for s in self.steps]
+        if self.flow is not None and self.flow.step_count == len(self.steps):
+            return render_dot(self.flow, fills, notes)
+        lines = [
+            "digraph flow_run {",
+            "  rankdir=LR;",
+            '  node [shape=box, style="rounded,filled"];',
+        ]
+        for index, (s, fill, note) in enumerate(zip(self.steps, fills, notes, strict=True)):
+            label = (s.name + "\n" + note).replace("\\", "\\\\").replace('"', '\\"')
+            label = label.replace("\n", "\\n")
+            lines.append(f'  s{index} [label="{label}", fillcolor="{fill}"];')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def to_svg(self) -> str:
+        """A self-contained SVG timeline: one row per step in text order, a bar from its
+        start for its duration coloured by status, a tooltip with attempts and duration,
+        a time axis in seconds and a legend."""
+        return _Timeline(self).render()
+
+
+class _Timeline:
+    """The geometry of :meth:`FlowRun.to_svg`."""
+
+    ROW = 20
+    BAR = 12
+    TOP = 52
+    TRACK = 640
+
+    def __init__(self, run: FlowRun) -> None:
+        self.run = run
+        longest = max((len(s.name) for s in run.steps), default=4)
+        self.label_width = min(max(7 * longest + 24, 90), 320)
+        ends = [s.started + s.duration for s in run.steps if s.started is not None]
+        self.span = max([run.duration, *ends, 1e-9])
+        self.tick = _tick_step(self.span)
+        self.span = max(self.span, self.tick)  # at least one tick past zero
+        self.width = self.label_width + self.TRACK + 40
+        self.axis_bottom = self.TOP + self.ROW * len(run.steps)
+        self.height = self.axis_bottom + 70
+
+    def x(self, seconds: float) -> float:
+        return self.label_width + self.TRACK * seconds / self.span
+
+    def render(self) -> str:
+        run = self.run
+        status = "succeeded" if run.success else "failed"
+        title = f"Flow run {status} in {run.duration:.3f} s, {len(run.steps)} steps"
+        out = [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{self.width}" '
+            f'height="{self.height}" viewBox="0 0 {self.width} {self.height}" '
+            'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+            f"<title>{escape(title)}</title>",
+            f'<rect width="{self.width}" height="{self.height}" fill="#ffffff"/>',
+            f'<text x="10" y="20" font-size="14" font-weight="bold">{escape(title)}</text>',
+        ]
+        # Stripes first, then the grid over them, then the steps' labels and bars on top.
+        out.append('<g class="stripes" fill="#f4f4f4">')
+        out.extend(
+            f'<rect x="0" y="{self.TOP + row * self.ROW}" width="{self.width}" '
+            f'height="{self.ROW}"/>'
+            for row in range(1, len(run.steps), 2)
+        )
+        out.append("</g>")
+        out.extend(self.axis())
+        for row, step in enumerate(run.steps):
+            out.extend(self.row(row, step))
+        out.extend(self.legend())
+        out.append("</svg>")
+        return "\n".join(out) + "\n"
+
+    def axis(self) -> list[str]:
+        out = ['<g class="axis" stroke="#d9d9d9" font-size="10">']
+        count = math.floor(self.span / self.tick + 1e-9)
+        for number in range(count + 1):
+            seconds = number * self.tick
+            x = self.x(seconds)
+            label = escape(f"{_round(seconds):g} s")
+            out.append(
+                f'<line x1="{x:.1f}" y1="{self.TOP - 6}" x2="{x:.1f}" y2="{self.axis_bottom}"/>'
+            )
+            for y in (self.TOP - 10, self.axis_bottom + 14):
+                out.append(
+                    f'<text x="{x:.1f}" y="{y}" text-anchor="middle" stroke="none" '
+                    f'fill="#555555">{label}</text>'
+                )
+        out.append("</g>")
+        return out
+
+    def row(self, row: int, step: StepRun) -> list[str]:
+        top = self.TOP + row * self.ROW
+        middle = top + self.ROW / 2
+        handled = " (handled)" if step.handled else ""
+        tooltip = f"{step.name}: {step.status.value}{handled}, {step.attempts} attempt"
+        tooltip += "" if step.attempts == 1 else "s"
+        tooltip += f", {step.duration:.3f} s"
+        if step.started is not None:
+            tooltip += f", started at {step.started:.3f} s"
+        if step.reason:
+            tooltip += f" ({step.reason})"
+        out = [
+            f'<g class="step" data-status={quoteattr(step.status.name)}>',
+            f"<title>{escape(tooltip)}</title>",
+            f'<text x="{self.label_width - 8}" y="{middle + 4:.1f}" text-anchor="end">'
+            f"{escape(step.name)}</text>",
+        ]
+        if step.started is None:
+            # Not run: an empty bar at the start keeps one bar per row, and a word says why.
+            x, width = self.x(0), 0.0
+            out.append(
+                f'<text x="{x + 4:.1f}" y="{middle + 4:.1f}" fill="#777777" '
+                f'font-style="italic">{escape(step.status.value)}</text>'
+            )
+        else:
+            x = self.x(step.started)
+            width = max(self.x(step.started + step.duration) - x, 1.0)
+        out.append(
+            f'<rect class="bar" x="{x:.1f}" y="{middle - self.BAR / 2:.1f}" '
+            f'width="{width:.1f}" height="{self.BAR}" rx="2" fill="{_colour(step)}"/>'
+        )
+        out.append("</g>")
+        return out
+
+    def legend(self) -> list[str]:
+        y = self.axis_bottom + 40
+        entries = [(status.value, colour) for status, colour in _COLOURS.items()]
+        entries.insert(2, ("failed (handled)", _TOLERATED_COLOUR))
+        out = ['<g class="legend">']
+        x = 10.0
+        for label, colour in entries:
+            out.append(f'<rect x="{x:.0f}" y="{y}" width="12" height="12" fill="{colour}"/>')
+            out.append(f'<text x="{x + 17:.0f}" y="{y + 10}">{escape(label)}</text>')
+            x += 30 + 7 * len(label)
+        out.append("</g>")
+        return out
+
+
+def _tick_step(span: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving at most about 10 ticks."""
+    raw = span / 8
+    power = 10.0 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= raw:
+            return factor * power
+    return 10 * power  # pragma: no cover - the loop always returns
+
+
+def _round(value: float) -> float:
+    """``value`` without the float noise a multiplication leaves (0.30000000000000004)."""
+    return float(f"{value:.6g}")

@@ -237,8 +237,9 @@ class Lane:
         #: that submitting one is starting it and its deadline counts from its start.
         self.timed = 0
         self.ready: dict[Plan, deque[Task]] = {}
-        #: Tasks that were in a pool when it broke, re-run one at a time.
-        self.suspects: deque[Task] = deque()
+        #: Groups of tasks that were in a pool when it broke, re-run one group at a time;
+        #: a group that breaks the pool again is split in two, down to the culprit.
+        self.suspects: deque[list[Task]] = deque()
         self.isolating = False
         #: Suspects of a pool the runner owns re-run on a one-worker pool of this
         #: coordinator's own; other executors (a Dask cluster survives losing a worker)
@@ -379,7 +380,7 @@ class Coordinator:
                 continue
             lane = self.lane(task.plan)
             if task.isolate:
-                lane.suspects.append(task)
+                lane.suspects.append([task])
             else:
                 lane.ready.setdefault(task.plan, deque()).appendleft(task)
 
@@ -464,7 +465,8 @@ class Coordinator:
                     lane.ready[plan] = kept
                 else:
                     del lane.ready[plan]
-            lane.suspects = deque(task for task in lane.suspects if not dropped(task))
+            groups = ([task for task in group if not dropped(task)] for group in lane.suspects)
+            lane.suspects = deque(group for group in groups if group)
         for _, _, task in self.retries:
             dropped(task)
         for future, item in self.in_flight.items():
@@ -489,7 +491,7 @@ class Coordinator:
     # -- submitting ----------------------------------------------------------------------
     def _dispatch(self, lane: Lane, window: int) -> None:
         if lane.suspects and not lane.isolating:
-            self._submit(lane, [lane.suspects.popleft()], isolated=True)
+            self._submit(lane, lane.suspects.popleft(), isolated=True)
         ready = lane.ready
         submitted = True
         while ready and lane.in_flight < lane.budget and submitted:
@@ -605,7 +607,7 @@ class Coordinator:
     @staticmethod
     def _requeue(lane: Lane, tasks: list[Task], isolated: bool) -> None:
         if isolated:
-            lane.suspects.extendleft(reversed(tasks))
+            lane.suspects.appendleft(tasks)
         else:
             lane.ready.setdefault(tasks[0].plan, deque()).extendleft(reversed(tasks))
 
@@ -667,10 +669,11 @@ class Coordinator:
         """A worker died, failing the work items that were with it: ``item`` among them.
 
         The standard library fails every task that was in a broken pool, guilty or not, and
-        Dask every task queued on a dead worker. Those tasks become suspects, each re-run
-        alone (on a one-worker pool of this coordinator's for the runner's own pools): a
-        suspect that loses its worker again is the culprit and is charged an attempt that
-        raised ``exc``; the others were innocent and are charged nothing. A broken pool of
+        Dask every task queued on a dead worker. Those tasks become suspects, re-run apart
+        from other work (on a one-worker pool of this coordinator's for the runner's own
+        pools), a work item's tasks together: a group that breaks the pool again is halved
+        until the culprit is alone, which is charged an attempt that raised ``exc``; the
+        others were innocent and are charged nothing. A broken pool of
         the user's own cannot be replaced: every task that was in it is charged.
         """
         lane, tasks, executor, isolated = item
@@ -686,12 +689,18 @@ class Coordinator:
                 lane.isolation = None
             elif executor is lane.executor or not isolated:
                 lane.executor = self.cache.replace(lane.key, executor)
-        if isolated:
+        if isolated and len(tasks) == 1:
             self._charge(tasks, exc, "lost its worker process when run alone")
+            return
+        if isolated:
+            # The culprit is in this group: halve it, and try the halves in turn.
+            middle = len(tasks) // 2
+            lane.suspects.appendleft(tasks[middle:])
+            lane.suspects.appendleft(tasks[:middle])
             return
         for task in tasks:
             task.isolate = True
-        lane.suspects.extend(tasks)
+        lane.suspects.append(tasks)
 
     def _charge(self, tasks: list[Task], exc: BaseException, why: str) -> None:
         """End an attempt of each task with ``exc``, restated to name the event and task."""

@@ -26,6 +26,7 @@ from fault_helpers import (
     join_new_threads,
     log_for,
     wait_started,
+    wait_until,
 )
 
 from event_pipeline import DefaultExecutor, EventResult, Runner
@@ -122,6 +123,8 @@ def test_shutdown_waits_after_shutdown_without_waiting(
     try:
         call = Call(runner.map, event, ["block"] * 2, range(2), repeat(log))
         call.wait_until_waiting()
+        # Both running: a work item still queued would be cancelled by the shutdown.
+        wait_until(lambda: calls_of(log) == 2)
         runner.shutdown(wait=False)
         open_gate(log)
         call.result(PATIENCE)

@@ -16,7 +16,12 @@ from flow_events import Fetch, Notify, Pack, Parse, Store, Tick, random_flow
 
 # Single-letter names for the table's texts, mapped onto the helper module's events.
 LETTERS: dict[str, type[EventBase]] = {
-    "A": Fetch, "B": Parse, "C": Pack, "D": Store, "H": Notify, "X": Tick,
+    "A": Fetch,
+    "B": Parse,
+    "C": Pack,
+    "D": Store,
+    "H": Notify,
+    "X": Tick,
 }
 ANY = EventExecutionEvaluationState.SUCCESS_FOR_PARTIAL_SUCCESS
 

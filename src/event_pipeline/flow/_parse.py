@@ -113,27 +113,33 @@ def _tokenize(text: str) -> list[_Token]:
 def _event_table(events: object) -> dict[str, list[type[EventBase]]]:
     """Names to the event classes they may mean (more than one: ambiguous)."""
     if isinstance(events, types.ModuleType):
-        classes: list[object] = [
+        return _by_name(
             value
             for value in vars(events).values()
             if isinstance(value, type) and issubclass(value, EventBase) and value is not EventBase
-        ]
-    elif isinstance(events, Mapping):
-        table: dict[str, list[type[EventBase]]] = {}
-        for key, value in events.items():
-            if not isinstance(key, str):
-                raise TypeError(f"events: names must be str, got {key!r}")
-            if not (isinstance(value, type) and issubclass(value, EventBase)):
-                raise TypeError(f"events[{key!r}]: expected an EventBase subclass, got {value!r}")
-            table[key] = [value]
-        return table
-    elif isinstance(events, Iterable) and not isinstance(events, (str, bytes)):
-        classes = list(events)
-    else:
-        raise TypeError(
-            "events must be a mapping of names to event classes, an iterable of event "
-            f"classes or a module, got {events!r}"
         )
+    if isinstance(events, Mapping):
+        return _from_mapping(events)
+    if isinstance(events, Iterable) and not isinstance(events, (str, bytes)):
+        return _by_name(events)
+    raise TypeError(
+        "events must be a mapping of names to event classes, an iterable of event "
+        f"classes or a module, got {events!r}"
+    )
+
+
+def _from_mapping(events: Mapping[object, object]) -> dict[str, list[type[EventBase]]]:
+    table: dict[str, list[type[EventBase]]] = {}
+    for key, value in events.items():
+        if not isinstance(key, str):
+            raise TypeError(f"events: names must be str, got {key!r}")
+        if not (isinstance(value, type) and issubclass(value, EventBase)):
+            raise TypeError(f"events[{key!r}]: expected an EventBase subclass, got {value!r}")
+        table[key] = [value]
+    return table
+
+
+def _by_name(classes: Iterable[object]) -> dict[str, list[type[EventBase]]]:
     grouped: dict[str, list[type[EventBase]]] = {}
     for value in classes:
         if not (isinstance(value, type) and issubclass(value, EventBase)):
@@ -211,6 +217,14 @@ class _Parser:
         self.table = table
         self.filename = filename
         self.tokens = _tokenize(text)
+        # The loop's state: open frames, what the next token may be, where it is, the unit
+        # being read, and how many frames are arm chains (they do not count as nesting).
+        self.stack: list[_Chain | _Arms] = [_Chain(_TOP, -1)]
+        self.state = _CHAIN_START
+        self.index = 0
+        self.unit: _Unit | None = None
+        self.arm_chains = 0
+        self.result: Flow | None = None
 
     # -- errors ----------------------------------------------------------------------------
     def error(self, message: str, index: int) -> FlowSyntaxError:
@@ -311,122 +325,139 @@ class _Parser:
 
     # -- the loop --------------------------------------------------------------------------
     def parse(self) -> Flow:
-        tokens = self.tokens
-        if tokens[0][0] == "eof":
+        """Run the loop: each state's handler reads the token at ``self.index``."""
+        if self.tokens[0][0] == "eof":
             raise self.error("empty flow: expected an event name or '{'", 0)
-        stack: list[_Chain | _Arms] = [_Chain(_TOP, -1)]
-        state = _CHAIN_START
-        unit: _Unit | None = None
-        depth = 0
-        index = 0
-        while True:
-            kind = tokens[index][0]
+        handlers = {
+            _CHAIN_START: self.chain_start,
+            _ATOM: self.atom,
+            _SUFFIX: self.suffix_or_end,
+            _AFTER_UNIT: self.after_unit,
+            _ARM_START: self.arm_start,
+        }
+        while self.result is None:
+            kind = self.tokens[self.index][0]
             if kind == "error":
-                raise self.error(tokens[index][1], index)
-            frame = stack[-1]
-            if state == _ARM_START:
-                assert isinstance(frame, _Arms)
-                if kind == ")" and frame.arms:
-                    stack.pop()
-                    depth -= 1
-                    unit = frame.unit
-                    unit.arms = frame.arms
-                    index += 1
-                    state = _SUFFIX
-                    continue
-                code = self.route_code(index, frame)
-                link = tokens[index + 1][0]
-                if link not in _LINKS:
-                    raise self.error(
-                        f"expected '->', '|->' or '|=>' after route code {code}, "
-                        f"found {self.describe(index + 1)}",
-                        index + 1,
-                    )
-                stack.append(_Chain(_ARM, index, link, code))
-                index += 2
-                state = _ATOM
-                continue
-            assert isinstance(frame, _Chain)
-            if state == _CHAIN_START:
-                if kind in ("|->", "|=>") and frame.kind != _ARM:
-                    frame.link = kind
-                    index += 1
-                state = _ATOM
-            elif state == _ATOM:
-                if not frame.members:
-                    frame.par_start = index
-                if kind == "name":
-                    unit = _Unit(index, self.resolve(index), None)
-                    index += 1
-                    state = _SUFFIX
-                elif kind == "{":
-                    depth += 1
-                    if depth > MAX_NESTING:
-                        raise self.error(self.too_deep(), index)
-                    stack.append(_Chain(_BLOCK, index))
-                    index += 1
-                    state = _CHAIN_START
-                else:
-                    raise self.expected_atom(index, stack)
-            elif state == _SUFFIX:
-                assert unit is not None
-                if kind == "(":
-                    if unit.arms is not None:
-                        raise self.error("branch list given twice", index)
-                    depth += 1
-                    if depth > MAX_NESTING:
-                        raise self.error(self.too_deep(), index)
-                    stack.append(_Arms(unit, index))
-                    unit = None
-                    index += 1
-                    state = _ARM_START
-                elif kind in ("*", "~", "?", "["):
-                    index = self.suffix(index, unit)
-                else:
-                    frame.members.append(self.finish_unit(unit))
-                    unit = None
-                    state = _AFTER_UNIT
-            else:
-                if kind == "||":
-                    index += 1
-                    state = _ATOM
-                elif kind in _LINKS:
-                    self.close_par(frame)
-                    frame.link = kind
-                    index += 1
-                    state = _ATOM
-                elif kind == "}" and frame.kind == _BLOCK:
-                    block = self.close_chain(frame)
-                    stack.pop()
-                    depth -= 1
-                    unit = _Unit(frame.opener, None, block)
-                    index += 1
-                    state = _SUFFIX
-                elif kind in (",", ")") and frame.kind == _ARM:
-                    flow = self.close_chain(frame)
-                    stack.pop()
-                    arms = stack[-1]
-                    assert isinstance(arms, _Arms)
-                    arms.arms[frame.code] = flow
-                    if kind == ",":
-                        index += 1
-                        state = _ARM_START
-                    else:
-                        stack.pop()
-                        depth -= 1
-                        unit = arms.unit
-                        unit.arms = arms.arms
-                        index += 1
-                        state = _SUFFIX
-                elif kind == "eof" and frame.kind == _TOP:
-                    return self.close_chain(frame)
-                else:
-                    raise self.unexpected(index, frame, stack)
+                raise self.error(self.tokens[self.index][1], self.index)
+            handlers[self.state](kind)
+        return self.result
+
+    def chain(self) -> _Chain:
+        frame = self.stack[-1]
+        assert isinstance(frame, _Chain)
+        return frame
+
+    def open_frame(self, frame: _Chain | _Arms) -> None:
+        """Push a '{' block or a '(' branch list, counting the nesting."""
+        if len(self.stack) - self.arm_chains >= MAX_NESTING + 1:
+            raise self.error(
+                f"flow nests deeper than {MAX_NESTING} levels of '{{' and '('", self.index
+            )
+        self.stack.append(frame)
+
+    def chain_start(self, kind: str) -> None:
+        # Only a block or the whole text may begin with a link: an arm has its own.
+        frame = self.chain()
+        if kind in ("|->", "|=>") and frame.kind != _ARM:
+            frame.link = kind
+            self.index += 1
+        self.state = _ATOM
+
+    def atom(self, kind: str) -> None:
+        frame = self.chain()
+        if not frame.members:
+            frame.par_start = self.index
+        if kind == "name":
+            self.unit = _Unit(self.index, self.resolve(self.index), None)
+            self.index += 1
+            self.state = _SUFFIX
+        elif kind == "{":
+            self.open_frame(_Chain(_BLOCK, self.index))
+            self.index += 1
+            self.state = _CHAIN_START
+        else:
+            raise self.expected_atom(self.index, self.stack)
+
+    def suffix_or_end(self, kind: str) -> None:
+        unit = self.unit
+        assert unit is not None
+        if kind == "(":
+            if unit.arms is not None:
+                raise self.error("branch list given twice", self.index)
+            self.open_frame(_Arms(unit, self.index))
+            self.unit = None
+            self.index += 1
+            self.state = _ARM_START
+        elif kind in ("*", "~", "?", "["):
+            self.index = self.suffix(self.index, unit)
+        else:
+            self.chain().members.append(self.finish_unit(unit))
+            self.unit = None
+            self.state = _AFTER_UNIT
+
+    def after_unit(self, kind: str) -> None:
+        frame = self.chain()
+        if kind == "||":
+            self.index += 1
+            self.state = _ATOM
+        elif kind in _LINKS:
+            self.close_par(frame)
+            frame.link = kind
+            self.index += 1
+            self.state = _ATOM
+        elif kind == "}" and frame.kind == _BLOCK:
+            block = self.close_chain(frame)
+            self.stack.pop()
+            self.unit = _Unit(frame.opener, None, block)
+            self.index += 1
+            self.state = _SUFFIX
+        elif kind in (",", ")") and frame.kind == _ARM:
+            self.close_arm(frame, kind)
+        elif kind == "eof" and frame.kind == _TOP:
+            self.result = self.close_chain(frame)
+        else:
+            raise self.unexpected(self.index, frame, self.stack)
+
+    def close_arm(self, frame: _Chain, kind: str) -> None:
+        flow = self.close_chain(frame)
+        self.stack.pop()
+        self.arm_chains -= 1
+        arms = self.stack[-1]
+        assert isinstance(arms, _Arms)
+        arms.arms[frame.code] = flow
+        self.index += 1
+        if kind == ",":
+            self.state = _ARM_START
+        else:
+            self.close_arms(arms)
+
+    def close_arms(self, arms: _Arms) -> None:
+        self.stack.pop()
+        self.unit = arms.unit
+        self.unit.arms = arms.arms
+        self.state = _SUFFIX
+
+    def arm_start(self, kind: str) -> None:
+        arms = self.stack[-1]
+        assert isinstance(arms, _Arms)
+        if kind == ")" and arms.arms:  # after a trailing comma
+            self.index += 1
+            self.close_arms(arms)
+            return
+        code = self.route_code(self.index, arms)
+        link = self.tokens[self.index + 1][0]
+        if link not in _LINKS:
+            raise self.error(
+                f"expected '->', '|->' or '|=>' after route code {code}, "
+                f"found {self.describe(self.index + 1)}",
+                self.index + 1,
+            )
+        self.stack.append(_Chain(_ARM, self.index, link, code))
+        self.arm_chains += 1
+        self.index += 2
+        self.state = _ATOM
 
     # -- pieces of the loop ----------------------------------------------------------------
-    def too_deep(self) -> str:
-        return f"flow nests deeper than {MAX_NESTING} levels of '{{' and '('"
-
     def route_code(self, index: int, arms: _Arms) -> int:
         kind, value, _, _ = self.tokens[index]
         if kind != "number":
@@ -445,29 +476,14 @@ class _Parser:
 
     def suffix(self, index: int, unit: _Unit) -> int:
         """Read the suffix at ``index`` into ``unit``; the index after it."""
-        tokens = self.tokens
-        kind = tokens[index][0]
+        kind = self.tokens[index][0]
         if kind == "?":
             if unit.optional:
                 raise self.error("'?' given twice", index)
             unit.optional = True
             return index + 1
         if kind == "[":
-            if unit.block is None or unit.block.kind != "parallel":
-                raise self.error(
-                    "a group evaluation such as '[any]' applies only to a parallel group, "
-                    "as in '{A || B}[any]'",
-                    index,
-                )
-            if unit.evaluation is not None:
-                raise self.error("group evaluation given twice", index)
-            unit.evaluation = self.evaluation(index + 1)
-            if tokens[index + 2][0] != "]":
-                raise self.error(
-                    f"expected ']' after the group evaluation, found {self.describe(index + 2)}",
-                    index + 2,
-                )
-            return index + 3
+            return self.group_evaluation(index, unit)
         what = "attempts" if kind == "*" else "timeout"
         if unit.event is None:
             raise self.error(
@@ -475,35 +491,54 @@ class _Parser:
             )
         if (unit.attempts if kind == "*" else unit.timeout) is not None:
             raise self.error(f"{what} given twice", index)
-        number, value, _, _ = tokens[index + 1]
         if kind == "*":
-            if number != "number" or not _INTEGER.fullmatch(value):
-                raise self.error(
-                    f"expected a whole number of attempts after '*', "
-                    f"found {self.describe(index + 1)}",
-                    index + 1,
-                )
-            attempts = self.integer(index + 1)
-            if attempts < 1:
-                raise self.error(f"attempts must be at least 1, found {value}", index + 1)
-            unit.attempts = attempts
-            return index + 2
-        if number != "number":
-            raise self.error(
-                f"expected a number of seconds after '~', found {self.describe(index + 1)}",
-                index + 1,
-            )
-        timeout: int | float = (
-            self.integer(index + 1) if _INTEGER.fullmatch(value) else float(value)
-        )
-        if not timeout > 0:
-            raise self.error(f"timeout must be positive, found {value}", index + 1)
-        if not math.isfinite(timeout):
-            raise self.error(
-                f"timeout must be a finite number of seconds, found {value}", index + 1
-            )
-        unit.timeout = timeout
+            unit.attempts = self.attempts(index + 1)
+        else:
+            unit.timeout = self.timeout(index + 1)
         return index + 2
+
+    def group_evaluation(self, index: int, unit: _Unit) -> int:
+        """Read ``[NAME]`` at ``index``; the index after it."""
+        if unit.block is None or unit.block.kind != "parallel":
+            raise self.error(
+                "a group evaluation such as '[any]' applies only to a parallel group, "
+                "as in '{A || B}[any]'",
+                index,
+            )
+        if unit.evaluation is not None:
+            raise self.error("group evaluation given twice", index)
+        unit.evaluation = self.evaluation(index + 1)
+        if self.tokens[index + 2][0] != "]":
+            raise self.error(
+                f"expected ']' after the group evaluation, found {self.describe(index + 2)}",
+                index + 2,
+            )
+        return index + 3
+
+    def attempts(self, index: int) -> int:
+        kind, value, _, _ = self.tokens[index]
+        if kind != "number" or not _INTEGER.fullmatch(value):
+            raise self.error(
+                f"expected a whole number of attempts after '*', found {self.describe(index)}",
+                index,
+            )
+        attempts = self.integer(index)
+        if attempts < 1:
+            raise self.error(f"attempts must be at least 1, found {value}", index)
+        return attempts
+
+    def timeout(self, index: int) -> int | float:
+        kind, value, _, _ = self.tokens[index]
+        if kind != "number":
+            raise self.error(
+                f"expected a number of seconds after '~', found {self.describe(index)}", index
+            )
+        timeout = self.integer(index) if _INTEGER.fullmatch(value) else float(value)
+        if not timeout > 0:
+            raise self.error(f"timeout must be positive, found {value}", index)
+        if not math.isfinite(timeout):
+            raise self.error(f"timeout must be a finite number of seconds, found {value}", index)
+        return timeout
 
     def integer(self, index: int) -> int:
         try:

@@ -484,41 +484,46 @@ def check_inputs(
             message names the step, the parameter and the inputs given.
     """
     given = _names(sorted(inputs))
-    received: list[tuple[str, ...]] = []
-    for planned in plan.steps:
-        signature = planned.signature
-        where = f"flow step {planned.name!r} ({planned.event.__qualname__})"
-        piped = planned.feed is not Feed.NONE
-        count = len(args) if planned.entry else int(piped)
-        if piped and not signature.positional and not signature.var_positional:
-            raise ImproperlyConfigured(
-                f"{where}: receives the previous step's value ({planned.feed.value}) but "
-                f"takes no positional parameter to hold it (inputs given: {given})"
-            )
-        if count > len(signature.positional) and not signature.var_positional:
-            source = "positional arguments of the call" if planned.entry else "piped value"
-            raise ImproperlyConfigured(
-                f"{where}: takes {len(signature.positional)} positional parameter(s) "
-                f"({_names(signature.positional)}) but would get {count} {source} "
-                f"(inputs given: {given})"
-            )
-        filled = set(signature.positional[:count])
-        taken = tuple(
-            name
-            for name in inputs
-            if (name in signature.keywords and name not in filled)
-            or (signature.var_keyword and name not in signature.keywords)
+    return tuple(_check_step(planned, len(args), inputs, given) for planned in plan.steps)
+
+
+def _check_step(
+    planned: PlanStep, arg_count: int, inputs: Mapping[str, Any], given: str
+) -> tuple[str, ...]:
+    """The inputs ``planned`` receives, or ImproperlyConfigured when it cannot be called."""
+    signature = planned.signature
+    where = f"flow step {planned.name!r} ({planned.event.__qualname__})"
+    piped = planned.feed is not Feed.NONE
+    count = arg_count if planned.entry else int(piped)
+    if piped and not signature.positional and not signature.var_positional:
+        raise ImproperlyConfigured(
+            f"{where}: receives the previous step's value ({planned.feed.value}) but "
+            f"takes no positional parameter to hold it (inputs given: {given})"
         )
-        for name in signature.required:
-            if name not in filled and name not in taken:
-                how = (
-                    f"{count} positional argument(s)"
-                    if planned.entry
-                    else ("the piped value" if piped else "no positional argument")
-                )
-                raise ImproperlyConfigured(
-                    f"{where}: required parameter {name!r} is supplied by neither the "
-                    f"arguments ({how}), a pipe nor the inputs (inputs given: {given})"
-                )
-        received.append(taken)
-    return tuple(received)
+    if count > len(signature.positional) and not signature.var_positional:
+        source = "positional arguments of the call" if planned.entry else "piped value"
+        raise ImproperlyConfigured(
+            f"{where}: takes {len(signature.positional)} positional parameter(s) "
+            f"({_names(signature.positional)}) but would get {count} {source} "
+            f"(inputs given: {given})"
+        )
+    # A parameter filled positionally (by the call's arguments or a pipe) is never
+    # filled by name too: the input is simply not passed to this step.
+    filled = set(signature.positional[:count])
+    taken = tuple(
+        name
+        for name in inputs
+        if (name in signature.keywords and name not in filled)
+        or (signature.var_keyword and name not in signature.keywords)
+    )
+    missing = [n for n in signature.required if n not in filled and n not in taken]
+    if missing:
+        if planned.entry:
+            how = f"{count} positional argument(s)"
+        else:
+            how = "the piped value" if piped else "no positional argument"
+        raise ImproperlyConfigured(
+            f"{where}: required parameter {missing[0]!r} is supplied by neither the "
+            f"arguments ({how}), a pipe nor the inputs (inputs given: {given})"
+        )
+    return taken

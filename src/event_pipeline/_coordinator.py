@@ -540,13 +540,16 @@ class Coordinator:
         else:
             function = run_batch_async if plan.is_async else run_batch
             work = [(task.args, task.kwargs) for task in tasks]
+        arguments: tuple[Any, ...] = (plan.event, work, plan.retry_on)
+        if function is run_batch:
+            arguments = (*arguments, id(executor))
         deferred: SigintDeferred | None = None
         try:
             if lane.pool and threading.get_ident() == _main_thread_ident():
                 with SigintDeferred() as deferred:
-                    future = executor.submit(function, plan.event, work, plan.retry_on)
+                    future = executor.submit(function, *arguments)
             else:
-                future = executor.submit(function, plan.event, work, plan.retry_on)
+                future = executor.submit(function, *arguments)
         except Exception as exc:
             self._refused(lane, tasks, executor, isolated, exc, now)
             return

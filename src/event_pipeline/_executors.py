@@ -180,7 +180,15 @@ def worker_count(executor: Executor) -> int:
 
 
 def runs_in(executor: Executor) -> bool:
-    """Whether the calling thread is one of ``executor``'s own worker threads."""
+    """Whether the calling thread is one of ``executor``'s own worker threads.
+
+    A batch the runner sent there says so while it runs (a new pool records a worker
+    thread only after starting it, and the thread may already be running the task).
+    """
+    from ._worker import running_in
+
+    if getattr(running_in, "executor", 0) == id(executor):
+        return True
     threads = getattr(executor, "_threads", None)
     return bool(threads) and threading.current_thread() in threads  # type: ignore[operator]
 

@@ -21,7 +21,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from . import _event as _event_module
 from ._coordinator import Clock, Coordinator, Task
@@ -41,11 +41,19 @@ from ._units import EventRunUnit, Inputs, raise_stop
 from ._worker import OK, RETRY, attempt, describe_exception
 from .exceptions import ImproperlyConfigured
 
+if TYPE_CHECKING:
+    from ._flowrun import FlowRun
+    from .flow._model import Flow
+    from .flow._run import FlowProgram
+
 __all__ = ["Clock", "Runner", "default_runner", "run"]
 
 #: Default window per worker, and the ceiling of the default.
 WINDOW_PER_WORKER = 64
 MAX_DEFAULT_WINDOW = 10_000
+
+#: Compiled flows a runner keeps; the oldest goes first.
+MAX_PROGRAMS = 256
 
 #: The executor of a call made from inside a worker of the pool it would use.
 _INLINE = DefaultExecutor()
@@ -59,6 +67,13 @@ def _check_event(event: object) -> type[EventBase]:
     if inspect.isabstract(event):
         raise TypeError(f"{event.__name__} cannot run: it does not define process()")
     return event
+
+
+def _is_event_like(value: object) -> bool:
+    # Anything that is not a Flow goes down the event path, which names what is wrong.
+    from .flow._model import Flow
+
+    return not isinstance(value, Flow)
 
 
 def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Inputs:
@@ -108,6 +123,9 @@ class Runner:
         # Plans by id(event class), each holding its class weakly; an entry goes when its
         # class is collected, so per-call event classes do not pile up.
         self._plans: dict[int, Plan] = {}
+        # Compiled flows, by flow (structural equality), with the settings generation they
+        # were compiled in; bounded, since flows may be built per call.
+        self._programs: dict[Flow, tuple[int, FlowProgram]] = {}
         self._calls = itertools.count(1)
         self._pid = os.getpid()
         _runners.add(self)
@@ -120,11 +138,20 @@ class Runner:
         return runner
 
     # -- the three calls -------------------------------------------------------------------
-    def run(self, event: type[EventBase], /, *args: Any, **kwargs: Any) -> EventRun:
-        """Run one task, ``process(*args, **kwargs)``.
+    @overload
+    def run(self, event: type[EventBase], /, *args: Any, **kwargs: Any) -> EventRun: ...
+
+    @overload
+    def run(self, event: Flow, /, *args: Any, **kwargs: Any) -> FlowRun: ...
+
+    def run(self, event: type[EventBase] | Flow, /, *args: Any, **kwargs: Any) -> Any:
+        """Run one task, ``process(*args, **kwargs)``; or one run of a flow.
+
+        For a :class:`~event_pipeline.Flow`, ``args`` go to its entry steps and ``kwargs``
+        are named inputs, given to every step that declares a parameter of that name.
 
         Returns:
-            The :class:`EventRun` of that one task.
+            The :class:`EventRun` of that one task (a :class:`FlowRun` for a flow).
 
         Raises:
             TypeError: ``event`` is not an event class.
@@ -141,6 +168,8 @@ class Runner:
             or plan.settings.generation != _event_module._generation
             or plan.settings.dict_snapshots
         ):
+            if not isinstance(event, type):
+                return self._run_flow(self._program(event), args, kwargs)
             plan = self._plan(event)
         if plan.inline and not plan.executor._shutdown:  # type: ignore[attr-defined]
             return self._run_inline(plan, args, kwargs)
@@ -172,25 +201,62 @@ class Runner:
         # One task: every evaluation state says success exactly when the task succeeded.
         return EventRun(plan.name, not result.error, [result], duration)
 
-    def map(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> EventRun:
-        """Run one task per item of ``zip(*iterables)``, like :meth:`Executor.map`.
+    @overload
+    def map(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> EventRun: ...
+
+    @overload
+    def map(self, event: Flow, /, *iterables: Iterable[Any], **inputs: Any) -> list[FlowRun]: ...
+
+    def map(
+        self, event: type[EventBase] | Flow, /, *iterables: Iterable[Any], **inputs: Any
+    ) -> Any:
+        """Run one task per item of ``zip(*iterables)``, like :meth:`Executor.map`; for a
+        flow, one flow run per item (``inputs`` go to every run).
 
         Returns:
-            The :class:`EventRun`, with results in input order.
+            The :class:`EventRun`, with results in input order (for a flow, the list of
+            :class:`FlowRun` s in input order).
         """
+        if not isinstance(event, type) and not _is_event_like(event):
+            program = self._program(event)
+            if not iterables:
+                raise TypeError("map() needs at least one iterable")
+            return list(self._stream_flows(program, iterables, inputs))
         plan = self._plan(event)
+        if inputs:
+            raise TypeError(f"map() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
         return self._collect(plan, _zip_inputs(iterables))
 
-    def imap(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> Iterator[EventResult]:
-        """Stream one result per item of ``zip(*iterables)``, in input order.
+    @overload
+    def imap(
+        self, event: type[EventBase], /, *iterables: Iterable[Any]
+    ) -> Iterator[EventResult]: ...
 
-        Inputs are read lazily and at most ``window`` tasks are in flight or buffered, so
-        memory stays flat whatever the input length. Closing the iterator early cancels
-        the tasks that have not started.
+    @overload
+    def imap(
+        self, event: Flow, /, *iterables: Iterable[Any], **inputs: Any
+    ) -> Iterator[FlowRun]: ...
+
+    def imap(
+        self, event: type[EventBase] | Flow, /, *iterables: Iterable[Any], **inputs: Any
+    ) -> Iterator[Any]:
+        """Stream one result per item of ``zip(*iterables)``, in input order; for a flow,
+        one :class:`FlowRun` per item.
+
+        Inputs are read lazily and at most ``window`` tasks (flow runs) are in flight or
+        buffered, so memory stays flat whatever the input length. Closing the iterator
+        early cancels the tasks that have not started.
         """
+        if not isinstance(event, type) and not _is_event_like(event):
+            program = self._program(event)
+            if not iterables:
+                raise TypeError("imap() needs at least one iterable")
+            return self._stream_flows(program, iterables, inputs)
         plan = self._plan(event)
+        if inputs:
+            raise TypeError(f"imap() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("imap() needs at least one iterable")
         return self._stream(plan, _zip_inputs(iterables))
@@ -256,11 +322,97 @@ class Runner:
             coordinator.close(wait=False)
             raise
 
+    # -- flows -------------------------------------------------------------------------
+    def _program(self, flow: object) -> FlowProgram:
+        """The compiled flow, made again when an event's settings changed since."""
+        from .flow._compile import compile_flow
+        from .flow._model import Flow
+        from .flow._run import FlowProgram
+
+        if not isinstance(flow, Flow):
+            _check_event(flow)  # raises the TypeError that names what was given
+        assert isinstance(flow, Flow)
+        if self._pid != os.getpid():
+            self._after_fork()
+        self._cache.check_open()
+        cached = self._programs.get(flow)
+        if cached is not None and cached[0] == _event_module._generation:
+            return cached[1]
+        compiled = compile_flow(flow)
+        step_plans = []
+        for planned in compiled.steps:
+            executor, key = self._executor_for(planned.event, planned.settings)
+            window = self.window or min(
+                MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor)
+            )
+            step_plans.append(Plan(planned.event, planned.settings, executor, key, window))
+        window = self.window or max((p.window for p in step_plans), default=1)
+        program = FlowProgram(flow, compiled, step_plans, window)
+        if len(self._programs) >= MAX_PROGRAMS:
+            self._programs.pop(next(iter(self._programs)))
+        self._programs[flow] = (_event_module._generation, program)
+        return program
+
+    def _run_flow(
+        self, program: FlowProgram, args: tuple[Any, ...], inputs: dict[str, Any]
+    ) -> FlowRun:
+        from .flow._run import FlowRunUnit
+
+        coordinator = Coordinator(self._cache, self._clock)
+        unit = FlowRunUnit(
+            coordinator, program, args, inputs, task_prefix=f"{next(self._calls)}:"
+        )
+        try:
+            unit.start()
+            while unit.result is None:
+                if unit.stop_error is not None:
+                    unit.raise_stop()
+                coordinator.step(program.window)
+            coordinator.close()
+            return unit.result
+        except BaseException:
+            coordinator.cancel()
+            coordinator.close(wait=False)
+            raise
+
+    def _stream_flows(
+        self,
+        program: FlowProgram,
+        iterables: tuple[Iterable[Any], ...],
+        inputs: dict[str, Any],
+    ) -> Iterator[FlowRun]:
+        from .flow._run import FlowMapUnit
+
+        coordinator = Coordinator(self._cache, self._clock)
+        unit = FlowMapUnit(
+            coordinator,
+            program,
+            zip(*iterables, strict=False),
+            inputs,
+            window=program.window,
+            call_prefix=f"{next(self._calls)}:",
+            streaming=True,
+        )
+        coordinator.attach(unit)
+        try:
+            while True:
+                if unit.stop_error is not None:
+                    unit.raise_stop()
+                yield from unit.ordered()
+                if unit.finished:
+                    coordinator.close()
+                    return
+                coordinator.step(program.window)
+        except BaseException:
+            coordinator.cancel()
+            coordinator.close(wait=False)
+            raise
+
     # -- plans and executors -----------------------------------------------------------
     def _check_open(self) -> None:
         self._cache.check_open()
 
-    def _plan(self, event: type[EventBase]) -> Plan:
+    def _plan(self, event: object) -> Plan:
         """The settled plan for ``event``, made again when its settings or executor changed."""
         if self._pid != os.getpid():
             self._after_fork()
@@ -269,7 +421,11 @@ class Runner:
             plan = self._plans.get(id(event))
         except TypeError:  # pragma: no cover - id() takes anything
             plan = None
-        if plan is not None and plan._event() is event and plan.settings is settings_of(event):
+        if (
+            plan is not None
+            and plan._event() is event
+            and plan.settings is settings_of(plan.event)
+        ):
             return plan
         event = _check_event(event)
         settings = settings_of(event)
@@ -306,6 +462,7 @@ class Runner:
         self._cache = ExecutorCache()
         self._cache.closed = closed
         self._plans.clear()
+        self._programs.clear()
 
     # -- lifetime ------------------------------------------------------------------------
     def shutdown(self, wait: bool = True) -> None:
@@ -320,6 +477,7 @@ class Runner:
         if self._pid != os.getpid():
             self._after_fork()
         self._plans.clear()
+        self._programs.clear()
         self._cache.shutdown(wait)
 
     def __enter__(self) -> Runner:

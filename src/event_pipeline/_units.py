@@ -45,6 +45,8 @@ class EventRunUnit:
         window: the most tasks in flight, waiting for a retry, or buffered.
         task_prefix: prefixed to each task's index to make its ``task_id``.
         on_complete: called once with the :class:`EventRun` when every task settled.
+        on_stop: called once with the exception that stopped the run
+            (``stop_on_exception``), instead of ``on_complete``.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class EventRunUnit:
         window: int,
         task_prefix: str,
         on_complete: Callable[[EventRun], None] | None = None,
+        on_stop: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.plan = plan
@@ -65,6 +68,7 @@ class EventRunUnit:
         self.window = window
         self.task_prefix = task_prefix
         self.on_complete = on_complete
+        self.on_stop = on_stop
         self.results: list[EventResult | None] = []
         self.buffer: dict[int, EventResult] = {}
         self.next_index = 0
@@ -117,6 +121,8 @@ class EventRunUnit:
         ):
             self.stop_error = result.exception
             self.coordinator.cancel(self)
+            if self.on_stop is not None:
+                self.on_stop(result.exception)
             return
         self._maybe_complete()
 

@@ -17,6 +17,7 @@ alone, with a message that says so, and never breaks the pool.
 from __future__ import annotations
 
 import pickle
+import threading
 import time
 import traceback
 from typing import Any
@@ -111,10 +112,16 @@ def attempt(
     return judge(event_class, returned)
 
 
+#: Which executor (by id) the current thread is running a batch for: a call made from a
+#: task then knows it is inside that executor's worker.
+running_in = threading.local()
+
+
 def run_batch(
     event_class: type[Any],
     items: list[Item],
     retry_on: tuple[type[BaseException], ...] | None,
+    executor_id: int = 0,
 ) -> tuple[float, list[Outcome]]:
     """One attempt for each task of a batch, in the calling process.
 
@@ -123,7 +130,12 @@ def run_batch(
         outcome per task.
     """
     started = time.perf_counter()
-    outcomes = [attempt(event_class, args, kwargs, retry_on) for args, kwargs in items]
+    previous = getattr(running_in, "executor", 0)
+    running_in.executor = executor_id
+    try:
+        outcomes = [attempt(event_class, args, kwargs, retry_on) for args, kwargs in items]
+    finally:
+        running_in.executor = previous
     return time.perf_counter() - started, outcomes
 
 

@@ -250,7 +250,7 @@ def test_module_help_shows_no_stray_helpers() -> None:
     functions = text.split("\nFUNCTIONS\n", 1)[1].split("\nDATA\n", 1)[0]
     listed = {line.split("(", 1)[0].strip() for line in functions.splitlines()
               if line.startswith("    ") and not line.startswith("     ") and "(" in line}
-    assert listed == {"event", "run"}
+    assert listed == {"add_hook", "event", "remove_hook", "run"}
     assert "__getattr__" not in text
     assert f"VERSION\n    {event_pipeline.__version__}" in text
 

@@ -12,6 +12,9 @@ SPEC_NAMES = {
     "EventBase", "event", "DefaultExecutor", "EMPTY", "ExecutorInitializerConfig",
     "RetryPolicy", "EventExecutionEvaluationState", "Runner", "run", "EventResult",
     "EventRun", "ImproperlyConfigured", "StopProcessingError",
+    "Flow", "FlowRun", "StepRun", "StepStatus", "FlowSyntaxError",
+    "Retry", "Progress", "add_hook", "remove_hook",
+    "AsyncExecutor",
 }
 
 

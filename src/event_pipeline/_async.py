@@ -22,7 +22,6 @@ exception is still the real object.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import inspect
 import threading
@@ -31,10 +30,21 @@ import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Executor, Future
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ._retry import is_retryable
 from ._worker import FATAL, RETRY, Item, Outcome, judge
+
+if TYPE_CHECKING:
+    import asyncio
+
+
+def _aio() -> Any:
+    """The asyncio module, imported on first use: ``import event_pipeline`` stays light."""
+    import asyncio
+
+    return asyncio
+
 
 __all__ = ["AsyncExecutor", "RunCancelled", "attempt_async", "run_batch_async"]
 
@@ -89,7 +99,7 @@ class _LoopHost:
         # it in a thread that already holds this lock.
         self._lock = threading.RLock()
         self._closed = False
-        self.loop = asyncio.new_event_loop()
+        self.loop = _aio().new_event_loop()
         self.thread = threading.Thread(target=self._serve, name=_THREAD_NAME)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> bool:
@@ -110,7 +120,7 @@ class _LoopHost:
 
     def _serve(self) -> None:
         loop = self.loop
-        asyncio.set_event_loop(loop)
+        _aio().set_event_loop(loop)
         try:
             while True:
                 try:
@@ -125,17 +135,17 @@ class _LoopHost:
             with self._lock:
                 self._closed = True
             loop.close()
-            asyncio.set_event_loop(None)
+            _aio().set_event_loop(None)
 
 
 def _finish_loop(loop: asyncio.AbstractEventLoop) -> None:
     """What ``asyncio.run`` does on its way out: cancel stray tasks, close generators, and
     join the default executor, whose threads (``asyncio.to_thread``) must not outlive us."""
-    strays = asyncio.all_tasks(loop)
+    strays = _aio().all_tasks(loop)
     for task in strays:
         task.cancel()
     if strays:
-        loop.run_until_complete(asyncio.gather(*strays, return_exceptions=True))
+        loop.run_until_complete(_aio().gather(*strays, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.run_until_complete(loop.shutdown_default_executor())
 
@@ -315,10 +325,10 @@ class AsyncExecutor(Executor):
             return
         try:
             result = item.fn(*item.args, **item.kwargs)
-            if asyncio.iscoroutine(result):
-                task: asyncio.Future[Any] = asyncio.get_running_loop().create_task(result)
+            if _aio().iscoroutine(result):
+                task: asyncio.Future[Any] = _aio().get_running_loop().create_task(result)
             elif inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
+                task = _aio().ensure_future(result)
             else:
                 future.set_result(result)
                 return
@@ -344,7 +354,7 @@ class AsyncExecutor(Executor):
                 future.set_exception(exc)
         item.task = None
         if self._closing and not self._running:
-            asyncio.get_running_loop().stop()
+            _aio().get_running_loop().stop()
         else:
             self._fill()
 
@@ -361,7 +371,7 @@ class AsyncExecutor(Executor):
                 if item.task is not None:
                     item.task.cancel("cancelled by AsyncExecutor.shutdown(cancel_futures=True)")
         if not self._running:
-            asyncio.get_running_loop().stop()
+            _aio().get_running_loop().stop()
 
 
 def _drain_deque(items: deque[_WorkItem]) -> list[_WorkItem]:
@@ -431,11 +441,11 @@ async def run_batch_async(
         outcomes = [await attempt_async(event_class, args, kwargs, retry_on)]
         return time.perf_counter() - started, outcomes
     tasks = [
-        asyncio.ensure_future(attempt_async(event_class, args, kwargs, retry_on))
+        _aio().ensure_future(attempt_async(event_class, args, kwargs, retry_on))
         for args, kwargs in items
     ]
     try:
-        outcomes = await asyncio.gather(*tasks)
+        outcomes = await _aio().gather(*tasks)
     except BaseException:
         # gather cancels the rest only when it is cancelled itself; when an attempt lets a
         # BaseException out, the others must not run on as orphans.

@@ -46,6 +46,8 @@ from ._executors import (
     stop_workers,
     worker_count,
 )
+from ._guard import check_main_guard
+from ._hooks import Retry
 from ._results import EventResult
 from ._retry import is_retryable
 from ._worker import (
@@ -60,7 +62,9 @@ from ._worker import (
 )
 
 if TYPE_CHECKING:
+    from ._hooks import Hooks
     from ._plan import Plan
+    from ._progress import ProgressTracker
 
 __all__ = ["Clock", "Coordinator", "Lane", "Owner", "Task"]
 
@@ -270,11 +274,25 @@ class Coordinator:
     Args:
         cache: the runner's executors; the coordinator asks it for replacements.
         clock: time and waiting (a seam for tests).
+        hooks: the runner's hooks, or None when there are none.
+        progress: counts tasks for a progress display, or None.
     """
 
-    def __init__(self, cache: ExecutorCache, clock: Clock) -> None:
+    def __init__(
+        self,
+        cache: ExecutorCache,
+        clock: Clock,
+        hooks: Hooks | None = None,
+        progress: ProgressTracker | None = None,
+    ) -> None:
         self.cache = cache
         self.clock = clock
+        self.hooks = hooks
+        self.progress = progress
+        #: Called with the last snapshot when the call ends (the progress line's close).
+        self.progress_done: Callable[[Any], object] | None = None
+        #: Something watches results: deliver() reports each one first.
+        self.observed = progress is not None or (hooks is not None and bool(hooks.on_result))
         self.lanes: dict[object, Lane] = {}
         self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
@@ -327,9 +345,23 @@ class Coordinator:
         if queue is None:
             queue = lane.ready[plan] = deque()
         queue.append(task)
+        if self.progress is not None:
+            self.progress.submitted()
         if lane.in_flight < lane.budget and (
             lane.in_flight == 0 or len(queue) >= lane.batch_size(plan, window)
         ):
+            self._dispatch(lane, window)
+
+    def flush(self, plan: Plan, window: int) -> None:
+        """Take in finished work, then submit ``plan``'s ready tasks while its lane has room,
+        whole batches or not: called before reading an input that may wait for them."""
+        finished = self.finished
+        while finished:
+            future = finished.popleft()
+            if future in self.in_flight:
+                self._complete(future)
+        lane = self.lane(plan)
+        if lane.ready and lane.in_flight < lane.budget:
             self._dispatch(lane, window)
 
     def resume(self, task: Task, kind: int, value: Any, started: float) -> None:
@@ -356,14 +388,27 @@ class Coordinator:
         elif self.retries and not self.completed:
             self._sleep_until_due()
         self.deliver()
+        if self.progress is not None:
+            self.progress.tick()
 
     def deliver(self) -> None:
         """Hand every queued result to its owner."""
         completed = self.completed
+        observed = self.observed
         while completed:
             task, result = completed.popleft()
             if not task.dropped:
+                if observed:
+                    self.observe(result)
                 task.owner.on_result(task, result)
+
+    def observe(self, result: EventResult) -> None:
+        """Report a final result to the hooks and the progress display."""
+        if self.progress is not None:
+            self.progress.task_done(result.error)
+        hooks = self.hooks
+        if hooks is not None and hooks.on_result:
+            hooks.emit_result(result)
 
     def _admit(self) -> None:
         if self.owners:
@@ -578,6 +623,8 @@ class Coordinator:
         now: float,
     ) -> None:
         """``executor.submit`` raised: the tasks never ran and are charged nothing."""
+        if isinstance(exc, BrokenExecutor):
+            check_main_guard(executor)  # before a replacement shuts it down
         if lane.key is not None:
             self.cache.check_open()
             if isolated and lane.isolation is executor:
@@ -681,8 +728,6 @@ class Coordinator:
         """
         lane, tasks, executor, isolated = item
         if isinstance(exc, BrokenExecutor):
-            from ._guard import check_main_guard
-
             check_main_guard(executor)
             if lane.key is None:
                 self._charge(tasks, exc, f"was in the executor {executor!r} when it broke")
@@ -730,6 +775,11 @@ class Coordinator:
         if kind == RETRY and task.attempts < plan.max_attempts():
             delay = plan.retry_wait(task.attempts)
             self._log_retry(task, value, delay)
+            if self.progress is not None:
+                self.progress.task_retried()
+            hooks = self.hooks
+            if hooks is not None and hooks.on_retry:
+                hooks.emit_retry(Retry(plan.name, task.task_id, task.attempts, value, delay))
             heapq.heappush(self.retries, (now + delay, next(self._sequence), task))
             return
         started = now if task.started is None else task.started

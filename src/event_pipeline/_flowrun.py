@@ -10,13 +10,22 @@ from __future__ import annotations
 import enum
 import math
 from typing import TYPE_CHECKING, Any
-from xml.sax.saxutils import escape, quoteattr
 
 if TYPE_CHECKING:
     from ._results import EventRun
     from .flow._model import Flow
 
 __all__ = ["FlowRun", "StepRun", "StepStatus"]
+
+
+def escape(text: str) -> str:
+    """``text`` safe inside an XML element."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    """``text`` as a double-quoted XML attribute value."""
+    return '"' + escape(text).replace('"', "&quot;") + '"'
 
 
 class StepStatus(enum.Enum):

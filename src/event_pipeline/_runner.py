@@ -17,9 +17,10 @@ import inspect
 import itertools
 import os
 import pickle
+import sys
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, overload
 
@@ -35,7 +36,10 @@ from ._executors import (
     worker_count,
 )
 from ._guard import check_main_importable, leave_if_bootstrapping
+from ._hooks import hook_generation as _hook_generation
+from ._hooks import resolve_hooks
 from ._plan import Plan
+from ._progress import Progress, ProgressLine, ProgressTracker
 from ._results import EventResult, EventRun
 from ._units import EventRunUnit, Inputs, raise_stop
 from ._worker import OK, RETRY, attempt, describe_exception
@@ -76,6 +80,14 @@ def _is_event_like(value: object) -> bool:
     return not isinstance(value, Flow)
 
 
+def _total(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    """How many tasks ``zip(*iterables)`` makes, when every iterable has a ``len()``."""
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Inputs:
     no_kwargs: dict[str, Any] = {}
     for args in zip(*iterables, strict=False):
@@ -110,14 +122,35 @@ class Runner:
         window: the most tasks of one call in flight, waiting for a retry, or (for
             :meth:`imap`) finished and buffered behind an earlier task. Default:
             64 per worker of the event's executor, at most 10,000.
+        hooks: objects with any of ``on_retry``, ``on_result``, ``on_run``, ``on_step``,
+            ``on_flow``, called in the calling thread as things happen (see the
+            observability guide); process-wide ones (:func:`add_hook`) are called too.
+        progress: ``True`` draws a progress line on stderr during each call; a callable
+            receives :class:`Progress` snapshots instead (at most 10 a second, at least 1,
+            and once at the end).
+
+    Raises:
+        ValueError: ``window`` is not a positive int.
+        TypeError: a hook is not a hook, or ``progress`` is neither a bool nor callable.
     """
 
-    def __init__(self, *, window: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        window: int | None = None,
+        hooks: Sequence[object] = (),
+        progress: bool | Callable[[Progress], object] = False,
+    ) -> None:
         if window is not None and (
             not isinstance(window, int) or isinstance(window, bool) or window < 1
         ):
             raise ValueError(f"window must be an int greater than 0 or None, got {window!r}")
+        if not isinstance(progress, bool) and not callable(progress):
+            raise TypeError(f"progress must be a bool or a callable, got {progress!r}")
         self.window = window
+        self._hooks = resolve_hooks(hooks)
+        self._local_hooks = tuple(hooks)
+        self._progress = progress
         self._clock = Clock()
         self._cache = ExecutorCache()
         # Plans by id(event class), each holding its class weakly; an entry goes when its
@@ -172,6 +205,8 @@ class Runner:
                 return self._run_flow(self._program(event), args, kwargs)
             plan = self._plan(event)
         if plan.inline and not plan.executor._shutdown:  # type: ignore[attr-defined]
+            if self._progress is not False:
+                return self._collect(plan, iter([(args, kwargs)]), total=1)
             return self._run_inline(plan, args, kwargs)
         return self._collect(plan, iter([(args, kwargs)]))
 
@@ -196,10 +231,19 @@ class Runner:
             result = EventResult(not ok, content, None, task_id, plan.name, 1, duration)
         else:
             result = EventResult(True, value, value, task_id, plan.name, 1, duration)
-            if plan.settings.stop_on_exception:
-                raise_stop(EventRun(plan.name, False, [result], duration), plan.name, value)
         # One task: every evaluation state says success exactly when the task succeeded.
-        return EventRun(plan.name, not result.error, [result], duration)
+        run = EventRun(plan.name, not result.error, [result], duration)
+        hooks = self._hooks
+        if hooks.generation != _hook_generation():
+            hooks = self._hooks = resolve_hooks(self._local_hooks, hooks)
+        if hooks:
+            if hooks.on_result:
+                hooks.emit_result(result)
+            if hooks.on_run:
+                hooks.emit_run(run)
+        if kind != OK and plan.settings.stop_on_exception:
+            raise_stop(EventRun(plan.name, False, [result], duration), plan.name, value)
+        return run
 
     @overload
     def map(self, event: type[EventBase], /, *iterables: Iterable[Any]) -> EventRun: ...
@@ -227,7 +271,7 @@ class Runner:
             raise TypeError(f"map() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return self._collect(plan, _zip_inputs(iterables))
+        return self._collect(plan, _zip_inputs(iterables), total=_total(iterables))
 
     @overload
     def imap(
@@ -259,15 +303,42 @@ class Runner:
             raise TypeError(f"imap() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("imap() needs at least one iterable")
-        return self._stream(plan, _zip_inputs(iterables))
+        return self._stream(plan, _zip_inputs(iterables), total=_total(iterables))
 
     # -- driving a call ----------------------------------------------------------------
-    def _unit(self, plan: Plan, inputs: Inputs, *, streaming: bool) -> EventRunUnit:
+    def _coordinator(self, total: int | None) -> Coordinator:
+        """A coordinator for one call, with this runner's hooks and progress display."""
+        hooks = self._hooks = resolve_hooks(self._local_hooks, self._hooks)
+        progress = self._progress
+        tracker = None
+        line = None
+        if progress is True:
+            line = ProgressLine(sys.stderr)
+            tracker = ProgressTracker(line.update, total=total, monotonic=self._clock.monotonic)
+        elif progress is not False:
+            tracker = ProgressTracker(progress, total=total, monotonic=self._clock.monotonic)
+        coordinator = Coordinator(self._cache, self._clock, hooks if hooks else None, tracker)
+        if line is not None:
+            coordinator.progress_done = line.close
+        return coordinator
+
+    @staticmethod
+    def _finish(coordinator: Coordinator) -> None:
+        coordinator.close()
+        tracker = coordinator.progress
+        if tracker is not None:
+            last = tracker.finish()
+            if coordinator.progress_done is not None:
+                coordinator.progress_done(last)
+
+    def _unit(
+        self, plan: Plan, inputs: Inputs, *, streaming: bool, total: int | None = None
+    ) -> EventRunUnit:
         if not plan.inline and runs_in(plan.executor):
             # Called from inside a worker of the very pool this call would use: waiting on
             # that pool from one of its own workers can deadlock, so run inline here.
             plan = plan.with_executor(_INLINE)
-        coordinator = Coordinator(self._cache, self._clock)
+        coordinator = self._coordinator(total)
         unit = EventRunUnit(
             coordinator,
             plan,
@@ -275,6 +346,9 @@ class Runner:
             streaming=streaming,
             window=plan.window,
             task_prefix=f"{next(self._calls)}:",
+            # Reading a list never waits; reading a generator might wait for earlier
+            # tasks to start, so what is ready goes out before each read.
+            eager=total is None,
         )
         coordinator.attach(unit)
         return unit
@@ -284,8 +358,9 @@ class Runner:
         plan: Plan,
         inputs: Inputs,
         resume: tuple[tuple[Any, ...], dict[str, Any], int, Any, float] | None = None,
+        total: int | None = None,
     ) -> EventRun:
-        unit = self._unit(plan, inputs, streaming=False)
+        unit = self._unit(plan, inputs, streaming=False, total=total)
         coordinator = unit.coordinator
         try:
             if resume is not None:
@@ -298,15 +373,17 @@ class Runner:
                 coordinator.step(unit.window)
                 if unit.stop_error is not None:
                     unit.raise_stop()
-            coordinator.close()
+            self._finish(coordinator)
             return unit.run
         except BaseException:
             coordinator.cancel()
             coordinator.close(wait=False)
             raise
 
-    def _stream(self, plan: Plan, inputs: Inputs) -> Iterator[EventResult]:
-        unit = self._unit(plan, inputs, streaming=True)
+    def _stream(
+        self, plan: Plan, inputs: Inputs, total: int | None = None
+    ) -> Iterator[EventResult]:
+        unit = self._unit(plan, inputs, streaming=True, total=total)
         coordinator = unit.coordinator
         try:
             while True:
@@ -314,7 +391,7 @@ class Runner:
                     unit.raise_stop()
                 yield from unit.ordered()
                 if unit.finished:
-                    coordinator.close()
+                    self._finish(coordinator)
                     return
                 coordinator.step(unit.window)
         except BaseException:  # GeneratorExit too: the stream was closed early
@@ -358,7 +435,7 @@ class Runner:
     ) -> FlowRun:
         from .flow._run import FlowRunUnit
 
-        coordinator = Coordinator(self._cache, self._clock)
+        coordinator = self._coordinator(None)
         unit = FlowRunUnit(
             coordinator, program, args, inputs, task_prefix=f"{next(self._calls)}:"
         )
@@ -368,7 +445,7 @@ class Runner:
                 if unit.stop_error is not None:
                     unit.raise_stop()
                 coordinator.step(program.window)
-            coordinator.close()
+            self._finish(coordinator)
             return unit.result
         except BaseException:
             coordinator.cancel()
@@ -383,7 +460,7 @@ class Runner:
     ) -> Iterator[FlowRun]:
         from .flow._run import FlowMapUnit
 
-        coordinator = Coordinator(self._cache, self._clock)
+        coordinator = self._coordinator(None)
         unit = FlowMapUnit(
             coordinator,
             program,
@@ -400,7 +477,7 @@ class Runner:
                     unit.raise_stop()
                 yield from unit.ordered()
                 if unit.finished:
-                    coordinator.close()
+                    self._finish(coordinator)
                     return
                 coordinator.step(program.window)
         except BaseException:

@@ -44,6 +44,8 @@ class EventRunUnit:
         streaming: keep only results not yet yielded (``imap``), not all of them.
         window: the most tasks in flight, waiting for a retry, or buffered.
         task_prefix: prefixed to each task's index to make its ``task_id``.
+        eager: submit what is ready before each read of an input, batch or not: for inputs
+            that may wait for earlier tasks to start (a queue fed by the tasks themselves).
         on_complete: called once with the :class:`EventRun` when every task settled.
         on_stop: called once with the exception that stopped the run
             (``stop_on_exception``), instead of ``on_complete``.
@@ -58,6 +60,7 @@ class EventRunUnit:
         streaming: bool,
         window: int,
         task_prefix: str,
+        eager: bool = False,
         on_complete: Callable[[EventRun], None] | None = None,
         on_stop: Callable[[BaseException], None] | None = None,
     ) -> None:
@@ -67,6 +70,7 @@ class EventRunUnit:
         self.streaming = streaming
         self.window = window
         self.task_prefix = task_prefix
+        self.eager = eager
         self.on_complete = on_complete
         self.on_stop = on_stop
         self.results: list[EventResult | None] = []
@@ -89,7 +93,10 @@ class EventRunUnit:
         plan = self.plan
         window = self.window
         buffer = self.buffer
+        eager = self.eager
         while self.pending + len(buffer) < window and self.stop_error is None:
+            if eager and self.pending:
+                coordinator.flush(plan, window)
             try:
                 args, kwargs = next(inputs)
             except StopIteration:
@@ -165,5 +172,8 @@ class EventRunUnit:
             self.plan.settings.execution_evaluation_state, len(results) - failures, failures
         )
         self.run = EventRun(self.plan.name, success, results, self.elapsed())
+        hooks = self.coordinator.hooks
+        if hooks is not None and hooks.on_run:
+            hooks.emit_run(self.run)
         if self.on_complete is not None:
             self.on_complete(self.run)

@@ -339,16 +339,6 @@ def test_nested_call_on_the_same_one_worker_pool_runs_inline(runner: Runner, poo
 START_PATIENCE = 3.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "Coordinator.add submits a ready task only when the lane is idle or a whole batch is "
-        "ready, and it counts the lane's in-flight work items without taking in the "
-        "completions already signalled: once batching has measured a fast event, the "
-        "second input stays in the lane's ready queue while the input waits for it to start"
-    ),
-)
 @pytest.mark.parametrize("call", ["map", "imap"])
 def test_input_that_grows_as_work_starts(runner: Runner, call: str) -> None:
     """An input that yields its next item only once the previous task started completes."""

@@ -196,6 +196,8 @@ class FlowRunUnit:
     ) -> None:
         """The step's first attempt, here and now; a retry goes to the coordinator."""
         clock = self.coordinator.clock
+        if self.coordinator.progress is not None:
+            self.coordinator.progress.submitted()
         kind, value = attempt(step_plan.event, args, kwargs, step_plan.retry_on)
         task_id = f"{self.task_prefix}{self.program.plan.steps[index].name}:0"
         if kind == RETRY:
@@ -223,6 +225,11 @@ class FlowRunUnit:
         else:
             result = EventResult(True, value, value, task_id, step_plan.name, 1, duration)
         run = EventRun(step_plan.name, not result.error, [result], duration)
+        coordinator = self.coordinator
+        if coordinator.observed:
+            coordinator.observe(result)
+        if coordinator.hooks is not None and coordinator.hooks.on_run:
+            coordinator.hooks.emit_run(run)
         self._step_done(index, run, started=started)
         if result.exception is not None and step_plan.settings.stop_on_exception:
             self._stopped(result.exception, index)
@@ -425,6 +432,7 @@ class FlowRunUnit:
         )
         elapsed = self.coordinator.clock.monotonic() - self.started
         self.result = FlowRun(success, steps, self.values[0], elapsed, self.program.flow)
+        self._report(self.result)
         if self.on_complete is not None:
             self.on_complete(self.result)
 
@@ -436,6 +444,17 @@ class FlowRunUnit:
             else StepRun(planned[j].name, planned[j].event.__name__, status, reason=reason)
             for j, step in enumerate(self.steps)
         ]
+
+    def _report(self, run: FlowRun) -> None:
+        """Every step to ``on_step`` hooks, in text order, then the run to ``on_flow``."""
+        hooks = self.coordinator.hooks
+        if hooks is None:
+            return
+        if hooks.on_step:
+            for step in run.steps:
+                hooks.emit_step(step)
+        if hooks.on_flow:
+            hooks.emit_flow(run)
 
     # -- stopping ------------------------------------------------------------------------
     def partial_run(self) -> FlowRun:
@@ -482,6 +501,7 @@ class FlowRunUnit:
             if self.stopping_step >= 0
             else "a step"
         )
+        self._report(run)
         raise_stop(run, f"flow step {name!r}", cause)
 
 

@@ -78,8 +78,10 @@ try:
 except ImportError:  # pragma: no cover - not CPython
     _signals = signal
 
-#: A batch aims to keep a worker busy this long; longer tasks go one per work item.
+#: A batch aims to keep a worker busy this long; longer tasks go one per work item. A work
+#: item costs a process pool far more (pickling, a pipe, a wake-up) than a thread pool.
 BATCH_TARGET_SECONDS = 0.002
+PROCESS_BATCH_TARGET_SECONDS = 0.02
 MAX_BATCH = 1024
 #: Attempts per work item on an AsyncExecutor.
 ASYNC_BATCH = 64
@@ -260,7 +262,8 @@ class Lane:
         per_task = plan.per_task
         if per_task is None:
             return 1
-        by_time = int(BATCH_TARGET_SECONDS / max(per_task, 1e-9))
+        target = PROCESS_BATCH_TARGET_SECONDS if plan.remote else BATCH_TARGET_SECONDS
+        by_time = int(target / max(per_task, 1e-9))
         return max(1, min(MAX_BATCH, by_time, window // self.budget))
 
 
@@ -307,6 +310,7 @@ class Coordinator:
         self.finished: deque[Future[Any]] = deque()
         self.wake = threading.Event()
         self.owners: list[Owner] = []
+        self.delivering = False
         self._sequence = itertools.count()
 
     # -- adding work ---------------------------------------------------------------------
@@ -315,10 +319,11 @@ class Coordinator:
         self.owners.append(owner)
 
     def lane(self, plan: Plan) -> Lane:
-        lane_id = plan.key if plan.key is not None else id(plan.executor)
-        lane = self.lanes.get(lane_id)
+        # By the executor's identity: plans on one executor share its lane (an int key
+        # hashes faster than the executor key's tuple, and this runs once per task).
+        lane = self.lanes.get(id(plan.executor))
         if lane is None:
-            lane = self.lanes[lane_id] = Lane(plan.executor, plan.key)
+            lane = self.lanes[id(plan.executor)] = Lane(plan.executor, plan.key)
         return lane
 
     def add(self, task: Task, window: int) -> None:
@@ -392,15 +397,26 @@ class Coordinator:
             self.progress.tick()
 
     def deliver(self) -> None:
-        """Hand every queued result to its owner."""
-        completed = self.completed
-        observed = self.observed
-        while completed:
-            task, result = completed.popleft()
-            if not task.dropped:
-                if observed:
-                    self.observe(result)
-                task.owner.on_result(task, result)
+        """Hand every queued result to its owner.
+
+        Not re-entrant: an owner that adds work while a result is delivered (a flow
+        opening its next step) may call this again, and that inner call returns at once;
+        the outer loop delivers what the new work produced.
+        """
+        if self.delivering:
+            return
+        self.delivering = True
+        try:
+            completed = self.completed
+            observed = self.observed
+            while completed:
+                task, result = completed.popleft()
+                if not task.dropped:
+                    if observed:
+                        self.observe(result)
+                    task.owner.on_result(task, result)
+        finally:
+            self.delivering = False
 
     def observe(self, result: EventResult) -> None:
         """Report a final result to the hooks and the progress display."""
@@ -694,10 +710,27 @@ class Coordinator:
         if plan.remote:
             name = plan.name
             outcomes = [load_outcome(name, blob) for blob in outcomes]
+        completed = self.completed
+        name = plan.name
         for task, (kind, value) in zip(tasks, outcomes, strict=False):
+            task.attempts += 1
+            if kind == OK and not isolated:
+                # The common case in one place, without a call per task: a final success
+                # or (False, value), whose result is built right here.
+                ok, content = value
+                started = task.started
+                completed.append((task, EventResult(
+                    not ok,
+                    content,
+                    None,
+                    f"{task.owner.task_prefix}{task.index}",
+                    name,
+                    task.attempts,
+                    now - (now if started is None else started),
+                )))
+                continue
             if kind == BASE:
                 raise value
-            task.attempts += 1
             if isolated:
                 task.isolate = False  # it ran alone and did not break the pool: innocent
             self._settle(task, kind, value, now)

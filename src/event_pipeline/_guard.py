@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from concurrent.futures import Executor
 from typing import Any
 
@@ -62,7 +63,15 @@ def check_main_guard(executor: Executor) -> None:
     processes = getattr(executor, "_processes", None)
     if not processes:
         return
-    if any(getattr(p, "exitcode", None) == MAIN_GUARD_EXIT for p in list(processes.values())):
+    workers = list(processes.values())
+    # The pool's own thread reaps its dead workers at this very moment; a worker it reaped
+    # first shows no exit code for a little while. A broken pool is rare: wait for them.
+    deadline = time.monotonic() + 1.0
+    codes = [getattr(p, "exitcode", None) for p in workers]
+    while None in codes and MAIN_GUARD_EXIT not in codes and time.monotonic() < deadline:
+        time.sleep(0.005)
+        codes = [getattr(p, "exitcode", None) for p in workers]
+    if MAIN_GUARD_EXIT in codes:
         raise RuntimeError(
             f"{_main_script()} starts process-pool work when it is imported, and every worker "
             'process imports it again: put that code under `if __name__ == "__main__":`'

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["Clock", "Runner", "default_runner", "run"]
 
 #: Default window per worker, and the ceiling of the default.
-WINDOW_PER_WORKER = 64
+WINDOW_PER_WORKER = 256
 MAX_DEFAULT_WINDOW = 10_000
 
 #: Compiled flows a runner keeps; the oldest goes first.

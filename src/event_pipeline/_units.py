@@ -108,12 +108,20 @@ class EventRunUnit:
             self.pending += 1
             if not self.streaming:
                 self.results.append(None)
-            coordinator.add(Task(plan, self, index, args, kwargs), window)
-            if coordinator.completed:
+            task = Task(plan, self, index, args, kwargs)
+            coordinator.add(task, window)
+            completed = coordinator.completed
+            if completed:
                 # An inline executor already ran it: a stop must be seen before the next
-                # input is read (and, inline, run).
+                # input is read (and, inline, run). Inside a delivery (a flow step opened
+                # by another's result) deliver() waits for the outer loop, so look here.
                 coordinator.deliver()
+                if completed and completed[-1][0] is task and self._stops(completed[-1][1]):
+                    return True
         return self.stop_error is None
+
+    def _stops(self, result: EventResult) -> bool:
+        return result.exception is not None and self.plan.settings.stop_on_exception
 
     def on_result(self, task: Task, result: EventResult) -> None:
         self.pending -= 1

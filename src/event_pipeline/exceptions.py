@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._flowrun import FlowRun
     from ._results import EventRun
 
 __all__ = ["FlowSyntaxError", "ImproperlyConfigured", "StopProcessingError"]
@@ -31,11 +32,11 @@ class StopProcessingError(Exception):
         run: the partial :class:`~event_pipeline.EventRun` (its ``success`` is False).
     """
 
-    def __init__(self, message: str, run: EventRun) -> None:
+    def __init__(self, message: str, run: EventRun | FlowRun) -> None:
         super().__init__(message)
         self.run = run
 
-    def __reduce__(self) -> tuple[type[StopProcessingError], tuple[str, EventRun]]:
+    def __reduce__(self) -> tuple[type[StopProcessingError], tuple[str, EventRun | FlowRun]]:
         return type(self), (str(self), self.run)
 
 

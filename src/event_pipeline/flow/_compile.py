@@ -519,11 +519,13 @@ def _check_step(
     missing = [n for n in signature.required if n not in filled and n not in taken]
     if missing:
         if planned.entry:
-            how = f"{count} positional argument(s)"
+            how = f"the call's {count} positional argument(s)"
+        elif piped:
+            how = "the piped value (it fills the first parameter only)"
         else:
-            how = "the piped value" if piped else "no positional argument"
+            how = "a piped value (nothing is piped into this step)"
         raise ImproperlyConfigured(
-            f"{where}: required parameter {missing[0]!r} is supplied by neither the "
-            f"arguments ({how}), a pipe nor the inputs (inputs given: {given})"
+            f"{where}: required parameter {missing[0]!r} is supplied neither by "
+            f"{how} nor by the named inputs (inputs given: {given})"
         )
     return taken

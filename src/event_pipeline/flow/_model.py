@@ -36,6 +36,8 @@ from .._event import EventBase
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from .._flowrun import FlowRun
+
 __all__ = ["MAX_NESTING", "Flow", "FlowLike", "each", "parallel", "pipe", "render_dot", "step"]
 
 #: The most levels of ``{`` and ``(`` (counted together) a flow's text may nest.
@@ -229,12 +231,11 @@ class Flow:
         return f"Flow({str(self)!r})"
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, *args: Any, **inputs: Any) -> Any:
+    def run(self, *args: Any, **inputs: Any) -> FlowRun:
         """Run this flow once on the default runner (SPEC §11.4) and return its FlowRun."""
         from .._runner import default_runner
 
-        runner: Any = default_runner()
-        return runner.run(self, *args, **inputs)
+        return default_runner().run(self, *args, **inputs)
 
     # -- pictures --------------------------------------------------------------------------
     def to_mermaid(self) -> str:

@@ -180,7 +180,11 @@ class FlowRunUnit:
         )
         unit.started = started
         self.units[index] = unit
-        self.coordinator.attach(unit)
+        # Its tasks go out now, before a member declared after it (perhaps inline) runs:
+        # the members of a group start together, in declaration order.
+        if unit.admit():
+            self.coordinator.attach(unit)
+        self.coordinator.flush(step_plan, step_plan.window)
 
     def _step_completed(self, index: int, run: EventRun) -> None:
         self._step_done(index, run)
@@ -361,25 +365,31 @@ class FlowRunUnit:
         if step is not None and problem is None:
             step.route = code
         arm = -1 if problem is not None else node.arm(code)
-        for other in node.children[1:]:
-            if other != arm:
-                reason = (
-                    f"not taken: {problem}"
-                    if problem is not None
-                    else f"not taken: route {code} chosen"
-                )
-                self._mark(nodes[other].steps, StepStatus.NOT_TAKEN, reason)
+        if problem is None and (arm >= 0 or code <= 1):
+            for other in node.children[1:]:
+                if other != arm:
+                    reason = f"not taken: route {code} chosen"
+                    self._mark(nodes[other].steps, StepStatus.NOT_TAKEN, reason)
         if problem is None and arm < 0 and code > 1:
             name = step.event_name if step is not None else "the group"
             problem = f"{name} routed to {code}, but no arm handles route {code}"
         if problem is not None:
+            # The step fails (tolerated if it is optional); a failed step's arm is 0's.
+            tolerated = subject.optional
             if step is not None:
                 step.status = StepStatus.FAILED
                 step.reason = problem
-                step.handled = False
-            self.ok[subject.index] = False
+                step.handled = tolerated
+            self.ok[subject.index] = tolerated
+            arm = node.arm(0)
+            for other in node.children[1:]:
+                if other != arm:
+                    self._mark(nodes[other].steps, StepStatus.NOT_TAKEN, f"not taken: {problem}")
+            if arm >= 0:
+                self._enter(arm)
+                return
             self.values[branch] = self.values[subject.index]
-            self.ok[branch] = False
+            self.ok[branch] = tolerated
             self.finished.append(branch)
             return
         if arm < 0:  # route 0 or 1 with no arm: failure stops, success continues

@@ -14,18 +14,21 @@ after Ctrl-C once a partial summary is printed and the runner is shut down.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import difflib
 import importlib
 import inspect
 import json
 import os
+import queue
 import stat
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
 from typing import IO, Any, NoReturn
@@ -35,6 +38,8 @@ from ._progress import ProgressLine, ProgressTracker, count_lines, format_durati
 from ._results import EventResult, EventRun
 from ._runner import Runner
 from .exceptions import ImproperlyConfigured, StopProcessingError
+from .flow import Flow
+from .flow import step as flow_step
 
 __all__ = ["main"]
 
@@ -211,25 +216,14 @@ class Target:
 
     label: str
     event: type[EventBase] | None = None
-    flow: Any = None
+    flow: Flow | None = None
 
-
-def _flow_module() -> ModuleType:
-    """``event_pipeline.flow``, or a usage error when this version has no flows."""
-    try:
-        return importlib.import_module("event_pipeline.flow")
-    except ImportError as exc:
-        if exc.name not in (None, "event_pipeline.flow"):
-            raise
-        raise UsageError("flows are not available in this version") from exc
-
-
-def _flow_class() -> type | None:
-    try:
-        flow_class: type = _flow_module().Flow
-    except UsageError:
-        return None
-    return flow_class
+    def as_flow(self) -> Flow:
+        """The flow, or a one-step flow of the event."""
+        if self.flow is not None:
+            return self.flow
+        assert self.event is not None
+        return flow_step(self.event)
 
 
 def _describe(exc: BaseException) -> str:
@@ -306,8 +300,7 @@ def resolve_target(spec: str, events: str | None) -> Target:
         if inspect.isabstract(obj):
             raise UsageError(f"{spec} cannot run: it does not define process()")
         return Target(spec, event=obj)
-    flow_class = _flow_class()
-    if flow_class is not None and isinstance(obj, flow_class):
+    if isinstance(obj, Flow):
         return Target(spec, flow=obj)
     raise UsageError(f"{spec} is {_what(obj)}")
 
@@ -329,10 +322,9 @@ def _reason(exc: BaseException) -> str:
 def _flow_file_target(path: str, events: str | None) -> Target:
     if events is None:
         raise UsageError(f"{path} needs --events MODULE (the module whose events it uses)")
-    flows = _flow_module()
     text = _read_text(path, "flow file")
     module = import_module(events)
-    return Target(path, flow=flows.Flow.parse(text, module, filename=path))
+    return Target(path, flow=Flow.parse(text, module, filename=path))
 
 
 def format_syntax_error(exc: SyntaxError) -> str:
@@ -726,7 +718,7 @@ def _map_into(
         to_record: Callable[[int, Any], dict[str, Any]] = event_record
         retries: Callable[[Any], int] = _retries_of_event
     else:
-        results = _imap_flow(runner, target.flow, values, named, name)
+        results = _imap_flow(runner, target.as_flow(), values, named, name)
         to_record, retries = flow_record, _retries_of_flow
     try:
         for index, outcome in enumerate(results):
@@ -750,27 +742,171 @@ class _Stopped(Exception):
     """The map stopped before its end: a one-line message, exit 1."""
 
 
+#: Flow runs with per-line named inputs (object lines) run this many at a time, each on a
+#: driver thread of the command line calling ``Runner.run``; twice as many are in flight.
+LINE_DRIVERS = 16
+
+
+class _Lines:
+    """The numbered input values, with one value that can be put back, and the last line
+    number handed out (for messages)."""
+
+    def __init__(self, values: Iterator[tuple[int, Any]]) -> None:
+        self._values = values
+        self._back: list[tuple[int, Any]] = []
+        self.lineno = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> tuple[int, Any]:
+        item = self._back.pop() if self._back else next(self._values)
+        self.lineno = item[0]
+        return item
+
+    def put_back(self, item: tuple[int, Any]) -> None:
+        self._back.append(item)
+
+    def while_(self, per_line: bool) -> Iterator[tuple[int, Any]]:
+        """The next values as long as they are (``per_line``) or are not :func:`_per_line`."""
+        for item in self:
+            if _per_line(item[1]) is not per_line:
+                self.put_back(item)
+                return
+            yield item
+
+
+def _per_line(value: Any) -> bool:
+    """A line a flow runs through ``Runner.run``: a JSON object (named inputs of its own)
+    or ``[]`` (no arguments; ``Runner.imap`` needs at least one)."""
+    return isinstance(value, dict) or (isinstance(value, list) and not value)
+
+
 def _imap_flow(
     runner: Runner,
-    flow: Any,
+    flow: Flow,
     values: Iterator[tuple[int, Any]],
     named: dict[str, Any],
     name: str,
 ) -> Iterator[Any]:
-    """Stream a flow over the input lines: one flow run per line, in order."""
-    first = next(values, None)
-    if first is None:
-        return iter(())
-    lineno, value = first
-    if isinstance(value, dict):
-        raise UsageError(
-            f"line {lineno} of {name} is a JSON object: named inputs per line are not "
-            f"supported yet; give the same inputs to every run with --input NAME=VALUE "
-            f"and the arguments as a JSON array"
+    """Stream a flow over the input lines: one flow run per line, in input order.
+
+    ``Runner.imap(flow, *iterables, **inputs)`` gives every run the same named inputs, so
+    the lines are taken in stretches: consecutive non-object lines (positional arguments)
+    stream through one ``imap`` call with the ``--input`` values; consecutive object lines
+    (named inputs of their own, merged over ``--input``) and ``[]`` lines (no arguments)
+    run through ``Runner.run`` on a
+    few driver threads, at most ``2 * LINE_DRIVERS`` in flight, results taken in order.
+    Either way memory stays flat and the output keeps the input order.
+    """
+    lines = _Lines(values)
+    while True:
+        first = next(lines, None)
+        if first is None:
+            return
+        lines.put_back(first)
+        if _per_line(first[1]):
+            yield from _run_each(runner, flow, lines.while_(per_line=True), named, name)
+            continue
+        columns = _event_columns(lines.while_(per_line=False), "the flow", name)
+        imap: Callable[..., Iterator[Any]] = runner.imap
+        try:
+            yield from imap(flow, *columns, **named)
+        except (ImproperlyConfigured, TypeError, ValueError) as exc:
+            # The up-front check of a run's arguments (SPEC 11.4), before it started.
+            raise UsageError(f"line {lines.lineno} of {name}: {exc}") from exc
+
+
+def _run_each(
+    runner: Runner,
+    flow: Flow,
+    lines: Iterator[tuple[int, Any]],
+    named: dict[str, Any],
+    name: str,
+) -> Iterator[Any]:
+    """One ``Runner.run`` per object line on driver threads; the flow runs in line order."""
+    drivers = _Drivers(runner, flow, LINE_DRIVERS)
+    pending: collections.deque[tuple[int, Future[Any]]] = collections.deque()
+    try:
+        for lineno, value in lines:
+            pending.append((lineno, drivers.submit(_line_inputs(lineno, value, named, name))))
+            if len(pending) >= 2 * LINE_DRIVERS:
+                yield _line_result(*pending.popleft(), name)
+        while pending:
+            yield _line_result(*pending.popleft(), name)
+    finally:
+        drivers.close()
+
+
+def _line_inputs(lineno: int, value: Any, named: dict[str, Any], name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return dict(named)
+    for key in value:
+        if not key.isidentifier():
+            raise UsageError(
+                f"line {lineno} of {name} names an input {key!r}, which is not an identifier"
+            )
+    return {**named, **value}
+
+
+def _line_result(lineno: int, future: Future[Any], name: str) -> Any:
+    try:
+        return future.result()
+    except (ImproperlyConfigured, TypeError, ValueError) as exc:
+        raise UsageError(f"line {lineno} of {name}: {exc}") from exc
+
+
+class _Drivers:
+    """A few daemon threads calling ``runner.run(flow, **inputs)`` for queued lines.
+
+    Daemon threads, so that an interrupted map never waits for them at exit; once the
+    runner is shut down, a run they are driving ends within a tenth of a second.
+    """
+
+    def __init__(self, runner: Runner, flow: Flow, size: int) -> None:
+        self._runner = runner
+        self._flow = flow
+        self._size = size
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], dict[str, Any]] | None] = (
+            queue.SimpleQueue()
         )
-    columns = _event_columns(_chain_first(first, values), "the flow", name)
-    imap: Callable[..., Iterator[Any]] = runner.imap
-    return imap(flow, *columns, **named)
+        self._threads: list[threading.Thread] = []
+        self._futures: collections.deque[Future[Any]] = collections.deque()
+
+    def submit(self, inputs: dict[str, Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._jobs.put((future, inputs))
+        self._futures.append(future)
+        while self._futures and self._futures[0].done():
+            self._futures.popleft()
+        if len(self._threads) < self._size:
+            thread = threading.Thread(
+                target=self._drive, name=f"event-pipeline-line-{len(self._threads)}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return future
+
+    def _drive(self) -> None:
+        run: Callable[..., Any] = self._runner.run
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, inputs = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(run(self._flow, **inputs))
+            except BaseException as exc:  # handed to the reading thread
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        """Cancel the runs not started and let the threads end (not waited for)."""
+        for future in self._futures:
+            future.cancel()
+        for _ in self._threads:
+            self._jobs.put(None)
 
 
 def _print_interrupted(tally: _Tally, total: int | None, started: float, path: str | None) -> None:
@@ -934,9 +1070,7 @@ def _cmd_check(ns: argparse.Namespace) -> int:
 
 def _cmd_graph(ns: argparse.Namespace) -> int:
     target = resolve_target(ns.target, ns.events)
-    flow = target.flow
-    if flow is None:
-        flow = _flow_module().step(target.event)
+    flow = target.as_flow()
     if ns.format == "mermaid":
         picture: str = flow.to_mermaid()
     elif ns.format == "dot":

@@ -255,6 +255,8 @@ class Lane:
     def batch_size(self, plan: Plan, window: int) -> int:
         if plan.unbatched:
             return 1
+        if plan.batch_size is not None:
+            return plan.batch_size
         if self.slots_are_tasks:
             # Coroutines of a batch all run at once on the loop: the batch only saves
             # submissions, and costs slots held until its last attempt ends.

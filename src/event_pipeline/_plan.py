@@ -22,6 +22,7 @@ class Plan:
     __slots__ = (
         "__weakref__",
         "_event",
+        "batch_size",
         "executor",
         "generation",
         "inline",
@@ -44,8 +45,11 @@ class Plan:
         executor: Executor,
         key: ExecutorKey | None,
         window: int,
+        batch_size: int | None = None,
     ) -> None:
         self._event = weakref.ref(event)
+        #: Tasks per work item chosen by the user, or None to let batching measure.
+        self.batch_size = batch_size
         self.name = event.__name__
         self.settings = settings
         self.retry_on = settings.retry_on
@@ -78,7 +82,7 @@ class Plan:
 
     def with_executor(self, executor: Executor) -> Plan:
         """This plan on another executor (one the runner does not own)."""
-        return Plan(self.event, self.settings, executor, None, self.window)
+        return Plan(self.event, self.settings, executor, None, self.window, self.batch_size)
 
     def max_attempts(self) -> int:
         policy = self.settings.retry_policy

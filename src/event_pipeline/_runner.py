@@ -128,6 +128,9 @@ class Runner:
         progress: ``True`` draws a progress line on stderr during each call; a callable
             receives :class:`Progress` snapshots instead (at most 10 a second, at least 1,
             and once at the end).
+        batch_size: tasks sent to a worker in one work item, fixed, for the cases batching
+            cannot judge (``1`` turns batching off). Default: found by measuring how long
+            tasks take, per event (see the runner guide).
 
     Raises:
         ValueError: ``window`` is not a positive int.
@@ -140,6 +143,7 @@ class Runner:
         window: int | None = None,
         hooks: Sequence[object] = (),
         progress: bool | Callable[[Progress], object] = False,
+        batch_size: int | None = None,
     ) -> None:
         if window is not None and (
             not isinstance(window, int) or isinstance(window, bool) or window < 1
@@ -147,7 +151,14 @@ class Runner:
             raise ValueError(f"window must be an int greater than 0 or None, got {window!r}")
         if not isinstance(progress, bool) and not callable(progress):
             raise TypeError(f"progress must be a bool or a callable, got {progress!r}")
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ValueError(
+                f"batch_size must be an int greater than 0 or None, got {batch_size!r}"
+            )
         self.window = window
+        self.batch_size = batch_size
         self._hooks = resolve_hooks(hooks)
         self._local_hooks = tuple(hooks)
         self._progress = progress
@@ -422,7 +433,9 @@ class Runner:
             window = self.window or min(
                 MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor)
             )
-            step_plans.append(Plan(planned.event, planned.settings, executor, key, window))
+            step_plans.append(
+                Plan(planned.event, planned.settings, executor, key, window, self.batch_size)
+            )
         window = self.window or max((p.window for p in step_plans), default=1)
         program = FlowProgram(flow, compiled, step_plans, window)
         if len(self._programs) >= MAX_PROGRAMS:
@@ -508,7 +521,7 @@ class Runner:
         settings = settings_of(event)
         executor, key = self._executor_for(event, settings)
         window = self.window or min(MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor))
-        plan = Plan(event, settings, executor, key, window)
+        plan = Plan(event, settings, executor, key, window, self.batch_size)
         event_id = id(event)
         plans = self._plans
 

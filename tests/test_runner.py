@@ -394,3 +394,19 @@ def test_bad_window_is_refused(window: Any) -> None:
     """The window must be a positive int."""
     with pytest.raises(ValueError, match="window must be an int greater than 0"):
         Runner(window=window)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "4"])
+def test_batch_size_must_be_a_positive_int(bad: Any) -> None:
+    """``Runner(batch_size=...)`` takes a positive int or None; anything else is a ValueError."""
+    with pytest.raises(ValueError, match="batch_size"):
+        Runner(batch_size=bad)
+
+
+@pytest.mark.parametrize("size", [1, 7, 1024])
+def test_a_fixed_batch_size_keeps_every_result_in_order(kind: str, size: int) -> None:
+    """With a fixed batch size every task still gets its own result, in input order."""
+    with Runner(batch_size=size) as runner:
+        run = runner.map(variant(Echo, kind), range(50))
+    assert run.success and [r.content for r in run.results] == [((i,), {}) for i in range(50)]
+    assert all(r.attempts == 1 for r in run.results)

@@ -165,12 +165,6 @@ def test_runner_respects_max_workers(runner: Runner, key: str) -> None:
     assert ev.PEAK[key] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §14.1: an EMPTY max_workers leaves AsyncExecutor's 100, but "
-    "_executors.py executor_kwargs fills it with the processor count for every "
-    "class whose __init__ names max_workers, AsyncExecutor included",
-)
 def test_default_max_workers_is_100(runner: Runner, key: str) -> None:
     run = runner.map(ev.DefaultBound, [key] * 101, [0.03] * 101)
     assert run.success
@@ -466,13 +460,6 @@ def test_timeout_on_an_async_executor_instance_is_accepted() -> None:
         loop.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SPEC §14.2: timeout with an executor instance that cannot enforce it must be "
-    "ImproperlyConfigured when first run; _runner.py Runner._executor_for (and _plan) never "
-    "check it, so the attempt is silently abandoned (thread pool) or not timed at all "
-    "(DefaultExecutor instance)",
-)
 @pytest.mark.parametrize(
     "make", [lambda: ThreadPoolExecutor(1), DefaultExecutor], ids=["thread", "default"]
 )

@@ -270,14 +270,6 @@ def test_decorated_async_event_with_a_timeout() -> None:
     assert isinstance(late.exception, TimeoutError) and "sleeps_decorated" in str(late.exception)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_coordinator.py _submit starts the deadline when the work item is submitted, not "
-    "when it starts: two calls sharing one AsyncExecutor (max_workers=1) each think they "
-    "have a free slot, the second attempt waits in the executor's queue and is 'timed out' "
-    "after running only part of its limit (cancel_running refuses a pending item, so it "
-    "then runs anyway with its result discarded)",
-)
 def test_deadline_counts_from_the_start_on_a_shared_loop() -> None:
     class OneSlot(EventBase):
         executor_config = ExecutorInitializerConfig(max_workers=1)
@@ -395,13 +387,6 @@ def test_thread_attempt_is_abandoned_at_the_deadline_and_joined_at_shutdown(key:
     assert run.results == [result]  # what the attempt returned later was discarded
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_coordinator.py _dispatch caps timed work items at one per worker "
-    "(lane.timed >= lane.workers) rather than one per *idle* worker: a timed attempt is "
-    "submitted behind an untimed one on the same pool, waits in the pool's queue, and its "
-    "deadline (counted from submission) passes before it ever starts",
-)
 def test_timed_attempt_queued_behind_other_work_is_not_timed_out() -> None:
     one = ExecutorInitializerConfig(max_workers=1)
 
@@ -455,12 +440,6 @@ def test_step_timeout_overrides_the_events_own() -> None:
     assert run.output == 0.4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flow/_compile.py _effective_settings applies a step timeout without checking "
-    "that the step's executor can enforce it: on DefaultExecutor the timeout is silently "
-    "ignored instead of ImproperlyConfigured (SPEC §14.2)",
-)
 def test_step_timeout_on_an_inline_event_is_refused() -> None:
     with pytest.raises(ImproperlyConfigured, match="Inline"), Runner() as runner:
         runner.run(step(ev.Inline, timeout=0.05), 0.2)

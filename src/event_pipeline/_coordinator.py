@@ -90,6 +90,11 @@ ASYNC_BATCH = 64
 WAIT_SLICE = 0.1
 
 
+def _start_poll(timeout: float) -> float:
+    """How often to look whether a timed attempt queued in its executor has started."""
+    return min(timeout, WAIT_SLICE) / 4
+
+
 class Clock:
     """Time as the runner sees it: a seam so tests can drive retries without sleeping."""
 
@@ -215,7 +220,6 @@ class Lane:
         "ready",
         "slots_are_tasks",
         "suspects",
-        "timed",
         "workers",
     )
 
@@ -239,9 +243,6 @@ class Lane:
             else 2 * self.workers
         )
         self.in_flight = 0
-        #: Work items of events with a timeout in flight: no more than one per worker, so
-        #: that submitting one is starting it and its deadline counts from its start.
-        self.timed = 0
         self.ready: dict[Plan, deque[Task]] = {}
         #: Groups of tasks that were in a pool when it broke, re-run one group at a time;
         #: a group that breaks the pool again is split in two, down to the culprit.
@@ -306,6 +307,8 @@ class Coordinator:
         self.deadlines: list[tuple[float, int, Future[Any]]] = []
         #: Futures whose attempt passed its deadline: what they return is ignored.
         self.expired: set[Future[Any]] = set()
+        #: Timed futures found not yet started at their deadline.
+        self.queued: set[Future[Any]] = set()
         # Finished futures, appended by their done-callbacks in whatever thread finishes
         # them; one Event wakes the loop. Unlike concurrent.futures.wait(), which hooks
         # every future in flight on each call, this costs the same however many are.
@@ -486,6 +489,20 @@ class Coordinator:
             item = self.in_flight.get(future)
             if item is None or future in self.expired or future.done():
                 continue
+            timeout = item.tasks[0].plan.timeout
+            assert timeout is not None
+            if not future.running():
+                # Still queued in the executor (a loop or pool shared with other calls):
+                # the attempt has not started, so its time has not begun. Look again soon.
+                self.queued.add(future)
+                again = now + _start_poll(timeout)
+                heapq.heappush(deadlines, (again, next(self._sequence), future))
+                continue
+            if future in self.queued:
+                # Seen running for the first time: its deadline counts from about now.
+                self.queued.discard(future)
+                heapq.heappush(deadlines, (now + timeout, next(self._sequence), future))
+                continue
             self.expired.add(future)
             executor = item.executor
             cancel_running = getattr(executor, "cancel_running", None)
@@ -564,7 +581,8 @@ class Coordinator:
                 if lane.in_flight >= lane.budget:
                     break
                 queue = ready.get(plan)
-                if queue and plan.timeout is not None and lane.timed >= lane.workers:
+                if queue and plan.timeout is not None and lane.in_flight >= lane.workers:
+                    # One timed attempt per idle worker: its submission is its start.
                     continue
                 if queue:
                     # Spread what is ready over the free slots: batching never leaves a
@@ -621,8 +639,14 @@ class Coordinator:
         else:
             lane.in_flight += len(tasks) if lane.slots_are_tasks else 1
         if plan.timeout is not None:
-            lane.timed += 1
-            heapq.heappush(self.deadlines, (now + plan.timeout, next(self._sequence), future))
+            # The deadline counts from the attempt's start: until the future says it runs,
+            # look for that start at short intervals.
+            if future.running() or future.done():
+                due = now + plan.timeout
+            else:
+                self.queued.add(future)
+                due = now + _start_poll(plan.timeout)
+            heapq.heappush(self.deadlines, (due, next(self._sequence), future))
         self.in_flight[future] = WorkItem(lane, tasks, executor, isolated)
         if future.done():  # an inline executor: no need to wait for it
             self._complete(future)
@@ -688,7 +712,7 @@ class Coordinator:
         else:
             lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
         if tasks[0].plan.timeout is not None:
-            lane.timed -= 1
+            self.queued.discard(future)
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return

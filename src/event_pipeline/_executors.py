@@ -115,9 +115,16 @@ def executor_kwargs(
         for name, value in set_fields(config).items()
         if takes_any or name in names
     }
-    if "max_workers" in names and "max_workers" not in kwargs:
+    if "max_workers" in names and "max_workers" not in kwargs and not _is_async(executor_class):
         kwargs["max_workers"] = available_cpus()
     return kwargs
+
+
+def _is_async(executor_class: type[Executor]) -> bool:
+    # An AsyncExecutor keeps its own default (100 coroutines), not the processor count.
+    from ._async import AsyncExecutor
+
+    return issubclass(executor_class, AsyncExecutor)
 
 
 def build_executor(executor_class: type[Executor], kwargs: dict[str, Any]) -> Executor:

@@ -282,27 +282,49 @@ class FlowRun:
 
 
 class _Timeline:
-    """The geometry of :meth:`FlowRun.to_svg`."""
+    """The geometry of :meth:`FlowRun.to_svg`.
+
+    Rows are ``ROW`` pixels apart; in a long run, a band repeating the axis' labels comes
+    before every ``EVERY``-th row, so a screenful of rows always shows the time scale.
+    """
 
     ROW = 20
     BAR = 12
     TOP = 52
     TRACK = 640
+    EVERY = 25
+    BAND = 16
+    CHAR = 7  # an estimate of one character's width at 12px, for the label column
 
     def __init__(self, run: FlowRun) -> None:
         self.run = run
         longest = max((len(s.name) for s in run.steps), default=4)
-        self.label_width = min(max(7 * longest + 24, 90), 320)
+        self.label_width = min(max(self.CHAR * longest + 24, 90), 320)
+        # Longer names are cut to fit, with an ellipsis; the tooltip has them whole.
+        self.max_label = (self.label_width - 16) // self.CHAR
         ends = [s.started + s.duration for s in run.steps if s.started is not None]
         self.span = max([run.duration, *ends, 1e-9])
         self.tick = _tick_step(self.span)
         self.span = max(self.span, self.tick)  # at least one tick past zero
         self.width = self.label_width + self.TRACK + 40
-        self.axis_bottom = self.TOP + self.ROW * len(run.steps)
+        rows = len(run.steps)
+        self.axis_bottom = self.y(rows - 1) + self.ROW if rows else self.TOP
         self.height = self.axis_bottom + 70
+
+    def y(self, row: int) -> int:
+        """The top of row ``row`` (the bands before it included)."""
+        return self.TOP + row * self.ROW + self.BAND * (row // self.EVERY)
 
     def x(self, seconds: float) -> float:
         return self.label_width + self.TRACK * seconds / self.span
+
+    def ticks(self) -> list[tuple[float, str]]:
+        """Each tick's x and its label, in seconds."""
+        count = math.floor(self.span / self.tick + 1e-9)
+        return [
+            (self.x(n * self.tick), escape(f"{_round(n * self.tick):g} s"))
+            for n in range(count + 1)
+        ]
 
     def render(self) -> str:
         run = self.run
@@ -320,12 +342,12 @@ class _Timeline:
         # Stripes first, then the grid over them, then the steps' labels and bars on top.
         out.append('<g class="stripes" fill="#f4f4f4">')
         out.extend(
-            f'<rect x="0" y="{self.TOP + row * self.ROW}" width="{self.width}" '
-            f'height="{self.ROW}"/>'
+            f'<rect x="0" y="{self.y(row)}" width="{self.width}" height="{self.ROW}"/>'
             for row in range(1, len(run.steps), 2)
         )
         out.append("</g>")
         out.extend(self.axis())
+        out.extend(self.bands())
         for row, step in enumerate(run.steps):
             out.extend(self.row(row, step))
         out.extend(self.legend())
@@ -334,11 +356,7 @@ class _Timeline:
 
     def axis(self) -> list[str]:
         out = ['<g class="axis" stroke="#d9d9d9" font-size="10">']
-        count = math.floor(self.span / self.tick + 1e-9)
-        for number in range(count + 1):
-            seconds = number * self.tick
-            x = self.x(seconds)
-            label = escape(f"{_round(seconds):g} s")
+        for x, label in self.ticks():
             out.append(
                 f'<line x1="{x:.1f}" y1="{self.TOP - 6}" x2="{x:.1f}" y2="{self.axis_bottom}"/>'
             )
@@ -350,9 +368,31 @@ class _Timeline:
         out.append("</g>")
         return out
 
+    def bands(self) -> list[str]:
+        """The axis' labels again before every ``EVERY``-th row of a long run."""
+        rows = range(self.EVERY, len(self.run.steps), self.EVERY)
+        if not rows:
+            return []
+        out = ['<g class="axis-repeat" font-size="10" fill="#555555">']
+        for row in rows:
+            top = self.y(row) - self.BAND
+            out.append(
+                f'<rect x="{self.label_width}" y="{top}" width="{self.TRACK}" '
+                f'height="{self.BAND}" fill="#ffffff" opacity="0.85"/>'
+            )
+            out.extend(
+                f'<text x="{x:.1f}" y="{top + 12}" text-anchor="middle">{label}</text>'
+                for x, label in self.ticks()
+            )
+        out.append("</g>")
+        return out
+
     def row(self, row: int, step: StepRun) -> list[str]:
-        top = self.TOP + row * self.ROW
+        top = self.y(row)
         middle = top + self.ROW / 2
+        label = step.name
+        if len(label) > self.max_label:
+            label = label[: self.max_label - 1] + "\u2026"
         handled = " (handled)" if step.handled else ""
         tooltip = f"{step.name}: {step.status.value}{handled}, {step.attempts} attempt"
         tooltip += "" if step.attempts == 1 else "s"
@@ -365,7 +405,7 @@ class _Timeline:
             f'<g class="step" data-status={quoteattr(step.status.name)}>',
             f"<title>{escape(tooltip)}</title>",
             f'<text x="{self.label_width - 8}" y="{middle + 4:.1f}" text-anchor="end">'
-            f"{escape(step.name)}</text>",
+            f"{escape(label)}</text>",
         ]
         if step.started is None:
             # Not run: an empty bar at the start keeps one bar per row, and a word says why.
@@ -377,6 +417,12 @@ class _Timeline:
         else:
             x = self.x(step.started)
             width = max(self.x(step.started + step.duration) - x, 1.0)
+            if step.attempts > 1:
+                # Retries (or one task per item after |=>) show beside the bar.
+                out.append(
+                    f'<text class="attempts" x="{x + width + 4:.1f}" y="{middle + 4:.1f}" '
+                    f'font-size="10" fill="#555555">\u00d7{step.attempts}</text>'
+                )
         out.append(
             f'<rect class="bar" x="{x:.1f}" y="{middle - self.BAR / 2:.1f}" '
             f'width="{width:.1f}" height="{self.BAR}" rx="2" fill="{_colour(step)}"/>'
@@ -393,7 +439,7 @@ class _Timeline:
         for label, colour in entries:
             out.append(f'<rect x="{x:.0f}" y="{y}" width="12" height="12" fill="{colour}"/>')
             out.append(f'<text x="{x + 17:.0f}" y="{y + 10}">{escape(label)}</text>')
-            x += 30 + 7 * len(label)
+            x += 32 + 6.5 * len(label)
         out.append("</g>")
         return out
 

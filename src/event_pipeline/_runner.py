@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from . import _event as _event_module
 from ._coordinator import Clock, Coordinator, Task
-from ._event import EventBase, EventSettings, settings_of
+from ._event import TIMEOUT_EXECUTORS, EventBase, EventSettings, enforces_timeout, settings_of
 from ._executors import (
     DefaultExecutor,
     ExecutorCache,
@@ -429,7 +429,7 @@ class Runner:
         compiled = compile_flow(flow)
         step_plans = []
         for planned in compiled.steps:
-            executor, key = self._executor_for(planned.event, planned.settings)
+            executor, key = self._executor_for(planned.event, planned.settings, planned.name)
             window = self.window or min(
                 MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor)
             )
@@ -534,9 +534,16 @@ class Runner:
         return plan
 
     def _executor_for(
-        self, event: type[EventBase], settings: EventSettings
+        self, event: type[EventBase], settings: EventSettings, step: str = ""
     ) -> tuple[Executor, ExecutorKey | None]:
         executor = settings.executor
+        timeout = settings.timeout
+        if timeout is not None and not enforces_timeout(executor):
+            where = f"flow step {step!r} ({event.__name__})" if step else event.__name__
+            raise ImproperlyConfigured(
+                f"{where}.timeout: {timeout!r} cannot be enforced on {executor!r}; "
+                f"{TIMEOUT_EXECUTORS}"
+            )
         if sends_work_away(executor):
             leave_if_bootstrapping()
             _check_portable(event)

@@ -4,7 +4,7 @@
 Usage, from the repository root::
 
     python benchmarks/run.py                 # full run: prints the table, writes docs/benchmarks.md
-    python benchmarks/run.py --quick         # smoke run with small sizes (< 20 s), writes nothing
+    python benchmarks/run.py --quick         # smoke run with small sizes (< 30 s), writes nothing
     python benchmarks/run.py --only inline,thread-map --repeat 5
     python benchmarks/run.py --quick --output /tmp/bench.md
     python benchmarks/run.py --profile thread-map   # cProfile of one figure, event_pipeline only
@@ -14,11 +14,15 @@ and the raw executor are timed one after the other inside each repeat, and the m
 per-repeat ratios is reported. Pools are created and warmed before timing on both sides.
 ``docs/benchmarks.md`` is only (re)written by a full run of every figure with at least three
 repeats, or wherever ``--output`` says. Standard library only.
+
+Every figure runs on runners without hooks or progress (the defaults), except the ``hooks``
+figure, which measures exactly what one no-op hook and a ``progress=`` callable add.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import cProfile
 import datetime
 import faulthandler
@@ -36,6 +40,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import tracemalloc
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -89,6 +94,13 @@ class Sizes:
     policy_map: int = 100_000
     one_task_runs: int = 5_000
     result_memory: int = 100_000
+    flow_runs: int = 20_000
+    flow_stream: int = 1_000_000
+    flow_map: int = 10_000
+    hook_runs: int = 200_000
+    hook_map: int = 100_000
+    async_tasks: int = 10_000
+    timeout_map: int = 50_000
 
 
 FULL = Sizes()
@@ -103,6 +115,13 @@ QUICK = Sizes(
     policy_map=10_000,
     one_task_runs=500,
     result_memory=10_000,
+    flow_runs=1_000,
+    flow_stream=5_000,
+    flow_map=1_000,
+    hook_runs=20_000,
+    hook_map=10_000,
+    async_tasks=2_000,
+    timeout_map=5_000,
 )
 
 
@@ -401,12 +420,27 @@ def _vm_hwm_kib() -> int | None:
     return None
 
 
-def _child_streaming(n: int, raw: bool) -> None:
-    """Body of ``--child streaming[-raw]``: print one JSON line with the peak-RSS growth."""
+def _child_streaming(n: int, kind: str) -> None:
+    """Body of ``--child streaming[-raw]|flow-stream``: print one JSON line with the peak-RSS
+    growth."""
     count = 0
     wrong = 0
     inputs = (i for i in range(n))
-    if raw:
+    if kind == "flow-stream":
+        flow = _events.THREAD_FLOW
+        with Runner() as runner:
+            for _ in runner.imap(flow, range(100)):
+                pass
+            gc.collect()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            peak_before = _vm_hwm_kib()
+            t0 = time.perf_counter()
+            for flow_run in runner.imap(flow, inputs):
+                wrong += not flow_run.success or flow_run.output != count + 3
+                count += 1
+            seconds = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    elif kind == "streaming-raw":
         with ThreadPoolExecutor(_events.THREADS) as pool:
             list(pool.map(_events.trivial, range(100)))
             gc.collect()
@@ -433,7 +467,7 @@ def _child_streaming(n: int, raw: bool) -> None:
             after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak_after = _vm_hwm_kib()
     if count != n or wrong:
-        raise SystemExit(f"streaming child: {count} results of {n}, {wrong} wrong or out of order")
+        raise SystemExit(f"{kind} child: {count} results of {n}, {wrong} wrong or out of order")
     # ru_maxrss is in KiB on Linux (bytes on macOS).
     scale = 1024 if sys.platform == "darwin" else 1
     report: dict[str, Any] = {
@@ -574,6 +608,327 @@ def bench_result_memory(ctx: Context) -> list[Figure]:
     return [fig]
 
 
+# --------------------------------------------------------------------------------------------
+# Flows (SPEC §11.8)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_flow_run(flow_run: Any, expected: Any, steps: int, what: str) -> None:
+    """Raise BenchmarkError unless ``flow_run`` succeeded with ``expected`` as its output."""
+    if not flow_run.success:
+        raise BenchmarkError(f"{what}: flow run failed: {flow_run.summary()}")
+    if flow_run.output != expected:
+        raise BenchmarkError(f"{what}: output {flow_run.output!r}, expected {expected!r}")
+    if len(flow_run.steps) != steps:
+        raise BenchmarkError(f"{what}: {len(flow_run.steps)} steps, expected {steps}")
+
+
+def bench_flow_inline(ctx: Context) -> list[Figure]:
+    """Runner.run of a 10-step inline flow, minus calling the ten ``process`` methods directly."""
+    n = ctx.sizes.flow_runs
+    steps = len(_events.INLINE_STEPS)
+    fig = Figure(
+        "flow-inline", f"flow of {steps} inline steps: run - direct", "us/step", target=5.0
+    )
+    flow = _events.INLINE_FLOW
+    processes = [event().process for event in _events.INLINE_STEPS]
+
+    def direct(x: int) -> int:
+        for process in processes:
+            _, x = process(x)
+        return x
+
+    direct_us: list[float] = []
+    runner_us: list[float] = []
+    with Runner() as runner:
+        run = runner.run
+        for x in range(200):
+            _check_flow_run(run(flow, x), direct(x), steps, "flow-inline")
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            for x in range(n):
+                direct(x)
+            t1 = time.perf_counter()
+            for x in range(n):
+                run(flow, x)
+            t2 = time.perf_counter()
+            direct_us.append((t1 - t0) / n * 1e6)
+            runner_us.append((t2 - t1) / n * 1e6)
+            fig.samples.append((runner_us[-1] - direct_us[-1]) / steps)
+        _check_flow_run(run(flow, 54321), 54321 + steps, steps, "flow-inline")
+    fig.detail = (
+        f"Runner.run(flow) {_median(runner_us):.1f} us/run, ten direct process() calls "
+        f"{_median(direct_us):.2f} us; {n:,} runs of {flow}"
+    )
+    return [fig]
+
+
+def bench_flow_stream(ctx: Context) -> list[Figure]:
+    """Peak-RSS growth of Runner.imap of a 3-step thread-pool flow over a generator."""
+    n = ctx.sizes.flow_stream
+    fig = Figure(
+        "flow-stream", f"flow stream: imap of 3-step flow, {n:,} inputs", "MiB", target=20.0
+    )
+    seconds: list[float] = []
+    sources: set[str] = set()
+    for _ in range(ctx.repeat):
+        report = _run_child(ctx, "flow-stream", n)
+        fig.samples.append(report["growth_kib"] / 1024)
+        seconds.append(report["seconds"])
+        sources.add(report["source"])
+    fig.detail = (
+        f"peak RSS growth ({'/'.join(sorted(sources))}), fresh process; flow "
+        f"{_events.THREAD_FLOW} (TPE(4) each); imap took {_median(seconds):.1f} s "
+        f"({_median(seconds) / n * 1e6:.0f} us/flow run)"
+    )
+    return [fig]
+
+
+def bench_flow_map(ctx: Context) -> list[Figure]:
+    """Runner.map of a 3-step thread-pool flow, divided by three maps of its events in turn."""
+    n = ctx.sizes.flow_map
+    fig = Figure("flow-map", "flow map: 3-step TPE(4) flow / 3 maps", "x", target=1.5, digits=3)
+    flow = _events.THREAD_FLOW
+    steps = len(_events.THREAD_STEPS)
+    expected = [i + steps for i in range(n)]
+    flow_s: list[float] = []
+    maps_s: list[float] = []
+
+    def three_maps() -> list[Any]:
+        values: list[Any] = list(range(n))
+        for event in _events.THREAD_STEPS:
+            event_run = runner.map(event, values)
+            _check_results(event_run, [v + 1 for v in values], f"flow-map ({event.__name__})")
+            values = [r.content for r in event_run.results]
+        return values
+
+    with Runner() as runner:
+        runner.map(flow, range(1_000))
+        three_maps()
+        for _ in range(ctx.repeat):
+            _collect()
+            t0 = time.perf_counter()
+            flow_runs = runner.map(flow, range(n))
+            flow_s.append(time.perf_counter() - t0)
+            if len(flow_runs) != n:
+                raise BenchmarkError(f"flow-map: {len(flow_runs)} flow runs, expected {n}")
+            for flow_run, want in zip(flow_runs, expected, strict=True):
+                _check_flow_run(flow_run, want, steps, "flow-map")
+            del flow_runs
+            _collect()
+            t0 = time.perf_counter()
+            values = three_maps()
+            maps_s.append(time.perf_counter() - t0)
+            if values != expected:
+                raise BenchmarkError("flow-map: the three maps gave wrong values")
+            fig.samples.append(flow_s[-1] / maps_s[-1])
+    fig.detail = (
+        f"flow map {_median(flow_s):.3f} s ({_median(flow_s) / n * 1e6:.1f} us/flow run), "
+        f"three maps {_median(maps_s):.3f} s ({_median(maps_s) / n * 1e6:.1f} us/input, "
+        f"results checked between maps); {n:,} inputs of {flow}"
+    )
+    return [fig]
+
+
+# --------------------------------------------------------------------------------------------
+# Hooks and progress (SPEC §13)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_hook_called(runner_kwargs: dict[str, Any]) -> None:
+    """Raise BenchmarkError unless a runner built like this calls its hooks as expected."""
+
+    class Counting(_events.NullHook):
+        def __init__(self) -> None:
+            self.results = 0
+            self.runs = 0
+
+        def on_result(self, result: Any) -> None:
+            self.results += 1
+
+        def on_run(self, run: Any) -> None:
+            self.runs += 1
+
+    counting = Counting()
+    with Runner(hooks=[counting], **runner_kwargs) as runner:
+        runner.run(_events.Trivial, 1)
+        runner.map(_events.TrivialThread, range(10))
+    if (counting.results, counting.runs) != (11, 2):
+        raise BenchmarkError(
+            f"hooks: on_result called {counting.results} times (expected 11), on_run "
+            f"{counting.runs} (expected 2)"
+        )
+
+
+def bench_hooks(ctx: Context) -> list[Figure]:
+    """What one hook with five no-op methods, and a progress callable, add per run and task."""
+    n_runs = ctx.sizes.hook_runs
+    n_map = ctx.sizes.hook_map
+    inline = Figure("hooks", "hook (5 no-op methods): inline run", "us/run", target=1.0)
+    mapped = Figure("hooks", "hook (5 no-op methods): thread map", "us/task")
+    progress = Figure("hooks", "progress=callable: thread map", "us/task")
+    _check_hook_called({})
+    expected = list(range(n_map))
+    plain_run_us: list[float] = []
+    hook_run_us: list[float] = []
+    plain_map_us: list[float] = []
+    hook_map_us: list[float] = []
+    progress_map_us: list[float] = []
+    sink = _events.ProgressSink()
+    with (
+        Runner() as plain,
+        Runner(hooks=[_events.NullHook()]) as hooked,
+        Runner(progress=sink) as tracked,
+    ):
+        for runner in (plain, hooked, tracked):
+            for x in range(1_000):
+                runner.run(_events.Trivial, x)
+            runner.map(_events.TrivialThread, range(1_000))
+        for _ in range(ctx.repeat):
+            plain_run_us.append(_per_call(functools.partial(plain.run, _events.Trivial), n_runs))
+            hook_run_us.append(_per_call(functools.partial(hooked.run, _events.Trivial), n_runs))
+            inline.samples.append((hook_run_us[-1] - plain_run_us[-1]) * 1e6)
+            plain_s = _timed_map(
+                lambda: plain.map(_events.TrivialThread, range(n_map)), expected, "hooks (none)"
+            )
+            hook_s = _timed_map(
+                lambda: hooked.map(_events.TrivialThread, range(n_map)), expected, "hooks (hook)"
+            )
+            sink.calls = 0
+            progress_s = _timed_map(
+                lambda: tracked.map(_events.TrivialThread, range(n_map)),
+                expected,
+                "hooks (progress)",
+            )
+            last = sink.last
+            if sink.calls < 1 or last is None or last.done != n_map or last.total != n_map:
+                raise BenchmarkError(f"progress: {sink.calls} snapshots, last {last!r}")
+            plain_map_us.append(plain_s / n_map * 1e6)
+            hook_map_us.append(hook_s / n_map * 1e6)
+            progress_map_us.append(progress_s / n_map * 1e6)
+            mapped.samples.append(hook_map_us[-1] - plain_map_us[-1])
+            progress.samples.append(progress_map_us[-1] - plain_map_us[-1])
+        _check_results(hooked.run(_events.Trivial, 9), [9], "hooks")
+    inline.detail = (
+        f"Runner(hooks=[hook]).run {_median(hook_run_us) * 1e6:.2f} us, Runner().run "
+        f"{_median(plain_run_us) * 1e6:.2f} us (on_result + on_run per run); {n_runs:,} runs"
+    )
+    mapped.detail = (
+        f"thread map of {n_map:,}: with hook {_median(hook_map_us):.2f} us/task, without "
+        f"{_median(plain_map_us):.2f} us/task (on_result per task, on_run once)"
+    )
+    progress.detail = (
+        f"thread map of {n_map:,}: with progress {_median(progress_map_us):.2f} us/task, "
+        f"without {_median(plain_map_us):.2f} us/task; {sink.calls} snapshots in the last map"
+    )
+    return [inline, mapped, progress]
+
+
+# --------------------------------------------------------------------------------------------
+# Async events and timeouts (SPEC §14.3)
+# --------------------------------------------------------------------------------------------
+
+
+def _gather_seconds(n: int) -> float:
+    """asyncio.gather over ``SleepAsync().process(i)`` under a semaphore, in a fresh loop."""
+    process = _events.SleepAsync().process
+
+    async def main() -> list[Any]:
+        semaphore = asyncio.Semaphore(_events.ASYNC_WORKERS)
+
+        async def one(i: int) -> Any:
+            async with semaphore:
+                return await process(i)
+
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+    loop = asyncio.new_event_loop()
+    try:
+        _collect()
+        t0 = time.perf_counter()
+        out = loop.run_until_complete(main())
+        elapsed = time.perf_counter() - t0
+    finally:
+        loop.close()
+    if out != [(True, i) for i in range(n)]:
+        raise BenchmarkError("async: asyncio.gather gave wrong results")
+    return elapsed
+
+
+def bench_async(ctx: Context) -> list[Figure]:
+    """Runner.map of an async sleeping event on AsyncExecutor, divided by asyncio.gather."""
+    n = ctx.sizes.async_tasks
+    workers = _events.ASYNC_WORKERS
+    fig = Figure(
+        "async",
+        f"async: {n:,} x sleep({_events.ASYNC_SLEEP}) map / gather",
+        "x",
+        target=1.5,
+        digits=3,
+    )
+    expected = list(range(n))
+    runner_s: list[float] = []
+    gather_s: list[float] = []
+    with Runner() as runner:
+        runner.map(_events.SleepAsync, range(workers))
+        _gather_seconds(workers)
+        for _ in range(ctx.repeat):
+            runner_s.append(
+                _timed_map(lambda: runner.map(_events.SleepAsync, range(n)), expected, "async")
+            )
+            gather_s.append(_gather_seconds(n))
+            fig.samples.append(runner_s[-1] / gather_s[-1])
+    ideal = n / workers * _events.ASYNC_SLEEP
+    fig.detail = (
+        f"Runner.map on AsyncExecutor(max_workers={workers}) {_median(runner_s):.3f} s, "
+        f"gather + Semaphore({workers}) in a fresh loop {_median(gather_s):.3f} s; "
+        f"ideal {ideal:.2f} s"
+    )
+    return [fig]
+
+
+def bench_timeout_overhead(ctx: Context) -> list[Figure]:
+    """Per-task cost of a timeout that never fires, against an equally unbatched event."""
+    n = ctx.sizes.timeout_map
+    fig = Figure(
+        "timeout-overhead", "idle timeout: extra per task (unbatched)", "us/task", target=0.5
+    )
+    plain = Figure("timeout-overhead", "  timeout on a batched event: extra", "us/task")
+    pairs = {
+        "stop": _events.TrivialThreadStop,
+        "stop+timeout": _events.TrivialThreadStopTimeout,
+        "plain": _events.TrivialThread,
+        "timeout": _events.TrivialThreadTimeout,
+    }
+    per_task: dict[str, list[float]] = {name: [] for name in pairs}
+    expected = list(range(n))
+    with Runner() as runner:
+        for event in pairs.values():
+            runner.map(event, range(1_000))
+        for _ in range(ctx.repeat):
+            for name, event in pairs.items():
+                seconds = _timed_map(
+                    lambda event=event: runner.map(event, range(n)),
+                    expected,
+                    f"timeout-overhead ({event.__name__})",
+                )
+                per_task[name].append(seconds / n * 1e6)
+            fig.samples.append(per_task["stop+timeout"][-1] - per_task["stop"][-1])
+            plain.samples.append(per_task["timeout"][-1] - per_task["plain"][-1])
+    us = {name: _median(values) for name, values in per_task.items()}
+    fig.detail = (
+        f"thread map of {n:,}, both stop_on_exception=True (one task per work item): with "
+        f"timeout={_events.TIMEOUT_SECONDS} {us['stop+timeout']:.2f} us/task, without "
+        f"{us['stop']:.2f} us/task"
+    )
+    plain.detail = (
+        f"NOT like with like: a timeout also unbatches the event. TrivialThread with "
+        f"timeout {us['timeout']:.2f} us/task, without {us['plain']:.2f} us/task"
+    )
+    return [fig, plain]
+
+
 BENCHMARKS: dict[str, Callable[[Context], list[Figure]]] = {
     "inline": bench_inline,
     "thread-map": bench_thread_map,
@@ -584,6 +939,12 @@ BENCHMARKS: dict[str, Callable[[Context], list[Figure]]] = {
     "policy-overhead": bench_policy_overhead,
     "one-task-runs": bench_one_task_runs,
     "result-memory": bench_result_memory,
+    "flow-inline": bench_flow_inline,
+    "flow-stream": bench_flow_stream,
+    "flow-map": bench_flow_map,
+    "hooks": bench_hooks,
+    "async": bench_async,
+    "timeout-overhead": bench_timeout_overhead,
 }
 
 DESCRIPTIONS: dict[str, str] = {
@@ -632,6 +993,47 @@ DESCRIPTIONS: dict[str, str] = {
     "result-memory": (
         "tracemalloc bytes still allocated after `Runner.map(Trivial, range(N))`, divided by N, "
         "while the `EventRun` is alive. No target."
+    ),
+    "flow-inline": (
+        "`Runner.run(flow, x)` of `Inc0 |-> Inc1 |-> ... |-> Inc9` (ten distinct events on "
+        "`DefaultExecutor`, each returning `(True, x + 1)`), one warm runner, minus calling the "
+        "ten `process` bound methods in a loop, divided by ten: microseconds per step (SPEC "
+        "§11.8). Outputs and step counts are checked before and after timing."
+    ),
+    "flow-stream": (
+        "Peak-RSS growth (`VmHWM`, as for **streaming**) of consuming `Runner.imap(flow, "
+        "generator)` of `IncThreadA |-> IncThreadB |-> IncThreadC` (each a "
+        "`ThreadPoolExecutor(4)` event) without keeping the `FlowRun`s, in a fresh interpreter "
+        "(`run.py --child flow-stream`), after a 100-input warm-up; every output is checked "
+        "(SPEC §11.8)."
+    ),
+    "flow-map": (
+        "`Runner.map(flow, range(N))` of the same three-step thread-pool flow divided by three "
+        "`Runner.map` calls of its events one after another (each mapping the previous one's "
+        "contents; its results are checked between maps, inside the timing), paired within "
+        "each repeat (SPEC §11.8)."
+    ),
+    "hooks": (
+        "The cost of `Runner(hooks=[hook])`, with a hook whose five methods do nothing, over "
+        "`Runner()`: per inline `Runner.run(Trivial, x)` (target, SPEC §13: on_result and "
+        "on_run are called once each) and per task of a thread map (no target); and of "
+        "`Runner(progress=callable)` per task of a thread map (no target). Warm runners, "
+        "paired within each repeat. Every other figure runs with no hooks and no progress."
+    ),
+    "async": (
+        "`Runner.map(SleepAsync, range(N))`, each task `await asyncio.sleep(0.01)` on "
+        "`AsyncExecutor(max_workers=1000)` (warm), divided by `asyncio.gather` over the same "
+        "coroutines (`SleepAsync().process(i)`) each under one `asyncio.Semaphore(1000)`, in "
+        "a fresh event loop created before timing; same process, paired within each repeat "
+        "(SPEC §14.3)."
+    ),
+    "timeout-overhead": (
+        "Per-task cost of `timeout = 60` when nothing times out (SPEC §14.3), thread map of "
+        "trivial tasks on `ThreadPoolExecutor(4)`. A timeout sends tasks unbatched (one per "
+        "work item, and at most one timed work item per worker), so the target row compares "
+        "two events that are both unbatched by `stop_on_exception=True` and differ only in "
+        "`timeout`; the second row (no target) is a plain batched event with and without a "
+        "timeout, i.e. what adding a timeout costs a user, batching included."
     ),
 }
 
@@ -890,7 +1292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes for a smoke run (< 20 s); does not write docs/benchmarks.md",
+        help="small sizes for a smoke run (< 30 s); does not write docs/benchmarks.md",
     )
     parser.add_argument(
         "--repeat",
@@ -926,7 +1328,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "event_pipeline functions instead of the table",
     )
     parser.add_argument("--top", type=_positive, default=10, help=argparse.SUPPRESS)
-    parser.add_argument("--child", choices=["streaming", "streaming-raw"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", choices=["streaming", "streaming-raw", "flow-stream"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--n", type=_positive, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -940,6 +1344,8 @@ def run_figures(names: list[str], ctx: Context) -> Iterator[Figure]:
         try:
             figures = BENCHMARKS[name](ctx)
         except Exception as exc:
+            # The table keeps one line; the traceback goes to stderr for whoever must fix it.
+            traceback.print_exc(file=sys.stderr)
             figures = [Figure(name, name, "", error=f"{type(exc).__name__}: {exc}")]
         finally:
             faulthandler.cancel_dump_traceback_later()
@@ -953,7 +1359,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(sizes=sizes, repeat=args.repeat, timeout=args.timeout, quick=args.quick)
 
     if args.child is not None:
-        _child_streaming(args.n or sizes.streaming, raw=args.child == "streaming-raw")
+        _child_streaming(args.n or sizes.streaming, args.child)
         return 0
     if args.profile is not None:
         profile_figure(args.profile, ctx, args.top)

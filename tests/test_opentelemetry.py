@@ -1,7 +1,8 @@
-"""OpenTelemetryHook: spans, span events and metrics from hand-made runs (SPEC §13).
+"""OpenTelemetryHook: spans, span events and metrics (SPEC §13).
 
-The runner's wiring of hooks is tested with the runner; here the hook is fed EventResult and
-EventRun objects directly, and stand-in StepRun/FlowRun objects with the fields it reads.
+First the hook is fed EventResult and EventRun objects directly, and stand-in StepRun/FlowRun
+objects with the fields it reads; then (at the end) it is given to real runners that run
+events and flows on inline, thread and process executors (tests/observability_events.py).
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+import observability_events as ev
+from event_pipeline import Runner, StopProcessingError
 from event_pipeline._hooks import Retry, resolve_hooks
 from event_pipeline._results import EventResult, EventRun
 from event_pipeline.contrib.opentelemetry import OpenTelemetryHook
+from event_pipeline.flow import step as flow_step
 
 TIMEOUT = 10
 
@@ -525,3 +529,185 @@ def test_core_never_imports_opentelemetry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# With the real runner: events and flows run on inline, thread and process executors (the
+# ``kind`` fixture of tests/conftest.py).
+
+
+def _flow_of(kind: str) -> Any:
+    """``Start (0 -> Nope, 1 -> Yes) -> Boom -> Never`` of ``kind``'s events."""
+    e = ev.EVENTS[kind]
+    return flow_step(e["Start"]).branch({0: e["Nope"], 1: e["Yes"]}).then(e["Boom"], e["Never"])
+
+
+def _values(points: dict[tuple[tuple[str, Any], ...], Any]) -> dict[str, Any]:
+    return {dict(key)["event"]: point.value for key, point in points.items()}
+
+
+def test_real_event_runs_make_one_span_each(otel: Telemetry, kind: str) -> None:
+    """map and run through the runner: a span per event run, with its attributes, times,
+    status and a span event per retry."""
+    flaky, square = ev.EVENTS[kind]["Flaky"], ev.EVENTS[kind]["Square"]
+    with Runner(hooks=[otel.hook]) as runner:
+        before = time.time_ns()
+        run = runner.map(flaky, range(6))
+        after = time.time_ns()
+        ok = runner.run(square, 3)
+    assert not run.success and ok.success
+    span = otel.span(f"event_pipeline.run {flaky.__name__}")
+    assert dict(span.attributes or {}) == {
+        "event_pipeline.event": flaky.__name__,
+        "event_pipeline.tasks": 6,
+        "event_pipeline.failed": 2,  # 0 and 3
+        "event_pipeline.attempts": 4 + 2 * 3,
+    }
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.start_time is not None and span.end_time is not None
+    assert before <= span.start_time <= span.end_time <= after
+    assert (span.end_time - span.start_time) / 1e9 == pytest.approx(run.duration, abs=1e-3)
+    failed_ids = [r.task_id for r in run.results if r.error]
+    retries = [(e.name, dict(e.attributes or {})) for e in span.events]
+    assert sorted(
+        (a["event_pipeline.task_id"], a["event_pipeline.attempt"]) for _, a in retries
+    ) == [(task_id, attempt) for task_id in sorted(failed_ids) for attempt in (1, 2)]
+    assert {name for name, _ in retries} == {"retry"}
+    assert {a["exception.type"] for _, a in retries} == {"ValueError"}
+    assert sorted({a["event_pipeline.delay"] for _, a in retries}) == pytest.approx([0.001, 0.0015])
+    assert all(span.start_time <= e.timestamp <= span.end_time for e in span.events)
+    ok_span = otel.span(f"event_pipeline.run {square.__name__}")
+    assert ok_span.status.status_code is StatusCode.UNSET
+    assert dict(ok_span.attributes or {})["event_pipeline.tasks"] == 1
+    assert not ok_span.events
+
+
+def test_real_event_runs_feed_the_metrics(otel: Telemetry, kind: str) -> None:
+    """Counters and the histogram add up to what the runs returned."""
+    flaky, refuse = ev.EVENTS[kind]["Flaky"], ev.EVENTS[kind]["Refuse"]
+    with Runner(hooks=[otel.hook]) as runner:
+        runs = [runner.map(flaky, range(7)), runner.map(refuse, range(4))]
+        list(runner.imap(flaky, [1, 2]))
+    metrics = otel.metrics()
+    f, r = flaky.__name__, refuse.__name__
+    assert _values(metrics["event_pipeline.tasks"]) == {f: 9, r: 4}
+    assert _values(metrics["event_pipeline.task_failures"]) == {f: 3, r: 2}  # 0, 3, 6; 1, 3
+    assert _values(metrics["event_pipeline.retries"]) == {f: 6}
+    durations = {dict(k)["event"]: p for k, p in metrics["event_pipeline.task.duration"].items()}
+    assert durations[f].count == 9 and durations[r].count == 4
+    assert durations[r].sum == pytest.approx(sum(x.duration for x in runs[1].results))
+    assert durations[f].sum >= sum(x.duration for x in runs[0].results)
+
+
+def test_real_flow_makes_a_flow_span_with_a_child_per_step(otel: Telemetry, kind: str) -> None:
+    """A flow run: its span, a child span per step (not taken and skipped ones too) inside
+    it, the run spans of the steps that ran, ERROR where something failed."""
+    e = ev.EVENTS[kind]
+    names = [e[n].__name__ for n in ("Start", "Nope", "Yes", "Boom", "Never")]
+    with Runner(hooks=[otel.hook]) as runner:
+        before = time.time_ns()
+        flow_run = runner.run(_flow_of(kind), 1)
+        after = time.time_ns()
+    flow = otel.span("event_pipeline.flow")
+    attributes = dict(flow.attributes or {})
+    assert tuple(attributes["event_pipeline.steps"]) == tuple(names)
+    assert tuple(attributes["event_pipeline.failed_steps"]) == (names[3],)
+    assert (
+        attributes["event_pipeline.tasks"],
+        attributes["event_pipeline.failed"],
+        attributes["event_pipeline.attempts"],
+    ) == (3, 1, 1 + 1 + 2)
+    assert flow.status.status_code is StatusCode.ERROR
+    assert flow.start_time is not None and flow.end_time is not None
+    assert before <= flow.start_time <= flow.end_time <= after
+    assert (flow.end_time - flow.start_time) / 1e9 == pytest.approx(flow_run.duration, abs=1e-3)
+    steps = {name: otel.span(f"event_pipeline.step {name}") for name in names}
+    for name, span in steps.items():
+        assert span.parent is not None and span.parent.span_id == flow.context.span_id
+        assert span.context.trace_id == flow.context.trace_id
+        assert span.start_time is not None and span.end_time is not None
+        assert flow.start_time <= span.start_time <= span.end_time <= flow.end_time
+        record = flow_run[name]
+        assert dict(span.attributes or {})["event_pipeline.status"] == record.status.name
+        assert dict(span.attributes or {})["event_pipeline.step"] == name
+        if record.started is not None:
+            assert (span.start_time - flow.start_time) / 1e9 == pytest.approx(
+                record.started, abs=1e-3
+            )
+            assert (span.end_time - span.start_time) / 1e9 == pytest.approx(
+                record.duration, abs=1e-3
+            )
+        else:
+            assert span.start_time == span.end_time  # never ran: an instant
+    assert [steps[n].status.status_code for n in names] == [
+        StatusCode.UNSET,
+        StatusCode.UNSET,
+        StatusCode.UNSET,
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
+    assert "event_pipeline.reason" in dict(steps[names[4]].attributes or {})  # why skipped
+    # The steps that ran have their run spans too; Boom's carries its retry.
+    runs = {span.name for span in otel.spans() if span.name.startswith("event_pipeline.run ")}
+    assert runs == {f"event_pipeline.run {names[i]}" for i in (0, 2, 3)}
+    boom = otel.span(f"event_pipeline.run {names[3]}")
+    (retry,) = boom.events
+    assert (retry.name, dict(retry.attributes or {})["event_pipeline.attempt"]) == ("retry", 1)
+    assert dict(retry.attributes or {})["exception.type"] == "KeyError"
+    assert boom.status.status_code is StatusCode.ERROR
+
+
+def test_real_runs_nest_under_the_callers_current_span(otel: Telemetry, kind: str) -> None:
+    """Hooks run in the calling thread, so the spans are children of the caller's span,
+    whatever executor the work ran on."""
+    tracer = otel.tracer_provider.get_tracer("app")
+    with Runner(hooks=[otel.hook]) as runner, tracer.start_as_current_span("request") as parent:
+        runner.map(ev.EVENTS[kind]["Square"], range(3))
+        runner.run(_flow_of(kind), 1)
+    request_id = parent.get_span_context().span_id
+    top = [
+        s
+        for s in otel.spans()
+        if s.name != "request" and not s.name.startswith("event_pipeline.step")
+    ]
+    assert len(top) == 1 + 3 + 1  # the map, three step runs, the flow
+    assert all(s.parent is not None and s.parent.span_id == request_id for s in top)
+
+
+def test_a_stopped_flow_still_makes_its_span(otel: Telemetry, kind: str) -> None:
+    """A flow run stopped by stop_on_exception: a flow span with status ERROR and a span per
+    step."""
+    e = ev.EVENTS[kind]
+    with Runner(hooks=[otel.hook]) as runner, pytest.raises(StopProcessingError):
+        runner.run(flow_step(e["Start"]).then(e["Stop"], e["Never"]), 1)
+    flow = otel.span("event_pipeline.flow")
+    assert flow.status.status_code is StatusCode.ERROR
+    statuses = {
+        dict(s.attributes or {})["event_pipeline.step"]: dict(s.attributes or {})[
+            "event_pipeline.status"
+        ]
+        for s in otel.spans()
+        if s.name.startswith("event_pipeline.step ")
+    }
+    assert statuses == {
+        e["Start"].__name__: "SUCCEEDED",
+        e["Stop"].__name__: "FAILED",
+        e["Never"].__name__: "SKIPPED",
+    }
+
+
+def test_a_flow_map_makes_a_flow_span_per_run(otel: Telemetry) -> None:
+    """map of a flow over three inputs: three flow spans, each with its own five steps."""
+    with Runner(hooks=[otel.hook]) as runner:
+        runner.map(_flow_of("thread"), [1, 2, 3])
+    flows = [s for s in otel.spans() if s.name == "event_pipeline.flow"]
+    assert len(flows) == 3
+    for flow in flows:
+        children = [
+            s
+            for s in otel.spans()
+            if s.parent is not None and s.parent.span_id == flow.context.span_id
+        ]
+        assert len(children) == 5
+    metrics = otel.metrics()
+    assert _values(metrics["event_pipeline.retries"]) == {ev.ThreadBoom.__name__: 3}
+    assert _values(metrics["event_pipeline.task_failures"]) == {ev.ThreadBoom.__name__: 3}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ from event_pipeline.__main__ import main
 from event_pipeline._cli import format_syntax_error
 
 TESTS = Path(__file__).resolve().parent
-HAS_FLOWS = importlib.util.find_spec("event_pipeline.flow") is not None
 
 
 def cli(
@@ -465,22 +463,30 @@ def test_map_memory_stays_flat(tmp_path: Path) -> None:
 
 
 # -- flows --------------------------------------------------------------------------------------
-@pytest.mark.skipif(HAS_FLOWS, reason="this version has flows")
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["check", "pipeline.flow", "--events", "cli_events"],
-        ["graph", "pipeline.flow", "--events", "cli_events"],
-        ["run", "pipeline.flow", "--events", "cli_events"],
-        ["map", "pipeline.flow", "--events", "cli_events"],
-    ],
-)
-def test_flows_missing_from_this_version(tmp_path: Path, argv: list[str]) -> None:
-    """Without the flow package, flow commands say so in one line and exit 2."""
+# (every subcommand on flows, as a user runs them: tests/test_cli_flows.py)
+@pytest.mark.parametrize("command", ["check", "graph", "run", "map"])
+def test_flow_file_needs_events(tmp_path: Path, command: str) -> None:
+    """A FILE.flow without --events: one line naming the option, exit 2, nothing on stdout."""
     (tmp_path / "pipeline.flow").write_text("square\n")
-    result = cli(*argv, cwd=tmp_path, stdin="1\n")
+    result = cli(command, "pipeline.flow", cwd=tmp_path, stdin="1\n")
     assert result.returncode == 2
-    assert "flows are not available in this version" in one_error_line(result)
+    assert one_error_line(result) == (
+        "event-pipeline: error: pipeline.flow needs --events MODULE (the module whose "
+        "events it uses)"
+    )
+    assert result.stdout == ""
+
+
+def test_flow_file_of_an_event_module(tmp_path: Path) -> None:
+    """A one-line flow over cli_events maps like the event itself (attempts summed)."""
+    (tmp_path / "pipeline.flow").write_text("square |-> square\n")
+    result = cli("map", "pipeline.flow", "--events", "cli_events", cwd=tmp_path, stdin="2\n-1\n")
+    assert result.returncode == 1
+    assert records(result.stdout) == [
+        {"index": 0, "success": True, "value": 16, "error": None, "attempts": 2},
+        {"index": 1, "success": False, "value": 1, "error": "square: square failed: "
+         "returned (False, 1)", "attempts": 1},
+    ]
 
 
 def test_format_syntax_error_is_compiler_style() -> None:

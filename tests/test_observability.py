@@ -328,18 +328,13 @@ def test_a_false_return_is_a_result_not_a_retry(rec: Setup) -> None:
 
 
 def _stopped_event_run_params() -> list[Any]:
-    bug = pytest.mark.xfail(
-        strict=True,
-        reason="a stopped event run calls on_run only on the inline fast path of run() "
-        "(Runner._run_inline); the coordinator path (EventRunUnit.raise_stop) never does",
-    )
     return [
         pytest.param("inline", "run", id="inline-run"),
-        pytest.param("inline", "map", id="inline-map", marks=bug),
-        pytest.param("thread", "run", id="thread-run", marks=bug),
-        pytest.param("thread", "map", id="thread-map", marks=bug),
-        pytest.param("process", "run", id="process-run", marks=bug),
-        pytest.param("process", "map", id="process-map", marks=bug),
+        pytest.param("inline", "map", id="inline-map"),
+        pytest.param("thread", "run", id="thread-run"),
+        pytest.param("thread", "map", id="thread-map"),
+        pytest.param("process", "run", id="process-run"),
+        pytest.param("process", "map", id="process-map"),
     ]
 
 
@@ -760,15 +755,10 @@ def test_progress_of_imap(kind: str) -> None:
 
 
 def _run_total_params() -> list[Any]:
-    bug = pytest.mark.xfail(
-        strict=True,
-        reason="Runner.run gives total=1 only on the inline path; for other executors it "
-        "calls _collect without total, so Progress.total is None",
-    )
     return [
         pytest.param("inline", id="inline"),
-        pytest.param("thread", id="thread", marks=bug),
-        pytest.param("process", id="process", marks=bug),
+        pytest.param("thread", id="thread"),
+        pytest.param("process", id="process"),
     ]
 
 
@@ -857,12 +847,7 @@ def test_progress_true_draws_a_line_per_call(capsys: pytest.CaptureFixture[str])
 
 
 def _stopped_progress_params() -> list[Any]:
-    bug = pytest.mark.xfail(
-        strict=True,
-        reason="Runner._collect's except path never calls _finish: a call that raises leaves "
-        "the progress line without its newline (and a callable without its final snapshot)",
-    )
-    return [pytest.param(k, id=k, marks=bug) for k in KINDS]
+    return [pytest.param(k, id=k) for k in KINDS]
 
 
 @pytest.mark.parametrize("kind", _stopped_progress_params())

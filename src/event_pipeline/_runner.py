@@ -219,7 +219,7 @@ class Runner:
             if self._progress is not False:
                 return self._collect(plan, iter([(args, kwargs)]), total=1)
             return self._run_inline(plan, args, kwargs)
-        return self._collect(plan, iter([(args, kwargs)]))
+        return self._collect(plan, iter([(args, kwargs)]), total=1)
 
     def _run_inline(
         self, plan: Plan, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -253,7 +253,7 @@ class Runner:
             if hooks.on_run:
                 hooks.emit_run(run)
         if kind != OK and plan.settings.stop_on_exception:
-            raise_stop(EventRun(plan.name, False, [result], duration), plan.name, value)
+            raise_stop(run, plan.name, value)
         return run
 
     @overload
@@ -334,13 +334,25 @@ class Runner:
         return coordinator
 
     @staticmethod
-    def _finish(coordinator: Coordinator) -> None:
-        coordinator.close()
+    def _finish(coordinator: Coordinator, *, abandoned: bool = False) -> None:
+        """End a call: close the coordinator and draw the last progress snapshot.
+
+        ``abandoned``: the call is raising; unstarted work is cancelled and nothing is
+        waited for, and a failing progress display cannot hide the call's own exception.
+        """
+        if abandoned:
+            coordinator.cancel()
+        coordinator.close(wait=not abandoned)
         tracker = coordinator.progress
-        if tracker is not None:
+        if tracker is None:
+            return
+        try:
             last = tracker.finish()
             if coordinator.progress_done is not None:
                 coordinator.progress_done(last)
+        except Exception:
+            if not abandoned:
+                raise
 
     def _unit(
         self, plan: Plan, inputs: Inputs, *, streaming: bool, total: int | None = None
@@ -387,8 +399,7 @@ class Runner:
             self._finish(coordinator)
             return unit.run
         except BaseException:
-            coordinator.cancel()
-            coordinator.close(wait=False)
+            self._finish(coordinator, abandoned=True)
             raise
 
     def _stream(
@@ -406,8 +417,7 @@ class Runner:
                     return
                 coordinator.step(unit.window)
         except BaseException:  # GeneratorExit too: the stream was closed early
-            coordinator.cancel()
-            coordinator.close(wait=False)
+            self._finish(coordinator, abandoned=True)
             raise
 
     # -- flows -------------------------------------------------------------------------
@@ -461,8 +471,7 @@ class Runner:
             self._finish(coordinator)
             return unit.result
         except BaseException:
-            coordinator.cancel()
-            coordinator.close(wait=False)
+            self._finish(coordinator, abandoned=True)
             raise
 
     def _stream_flows(
@@ -494,8 +503,7 @@ class Runner:
                     return
                 coordinator.step(program.window)
         except BaseException:
-            coordinator.cancel()
-            coordinator.close(wait=False)
+            self._finish(coordinator, abandoned=True)
             raise
 
     # -- plans and executors -----------------------------------------------------------

@@ -169,7 +169,11 @@ class EventRunUnit:
     def raise_stop(self) -> NoReturn:
         cause = self.stop_error
         assert cause is not None
-        raise_stop(self.partial_run(), self.plan.name, cause)
+        run = self.partial_run()
+        hooks = self.coordinator.hooks
+        if hooks is not None and hooks.on_run:
+            hooks.emit_run(run)
+        raise_stop(run, self.plan.name, cause)
 
     def _maybe_complete(self) -> None:
         if self.inputs is not None or self.pending or self.streaming or self.run is not None:

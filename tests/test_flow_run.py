@@ -866,7 +866,9 @@ def test_random_flows_end_with_one_status_per_step_and_every_result_reachable() 
                 reachable = [r for s in run.steps if s.run is not None for r in s.run.results]
                 assert sorted(r.task_id for r in seen) == sorted(r.task_id for r in reachable)
                 break
-    assert ran > 50
+    # Random flows put timeouts on inline events too, which is refused before anything
+    # runs: a good share still binds and runs.
+    assert ran > 20
 
 
 # -- executors ---------------------------------------------------------------------------------

@@ -205,18 +205,20 @@ def test_attempt_finishing_before_its_deadline_is_not_touched() -> None:
     assert rig.executor.cancelled == []
 
 
-def test_timed_tasks_go_one_per_work_item_and_one_per_worker() -> None:
+def test_timed_tasks_go_one_per_work_item_each_with_its_own_deadline() -> None:
+    """Timed tasks go one per work item (up to the usual two per worker on an executor
+    whose futures say when they start), each with a deadline from its own start."""
     rig = Rig(workers=2)
     rig.unit(list(range(5)))
     rig.step()
     rig.step()
-    assert rig.executor.inputs == [[0], [1]]
-    assert rig.deadlines() == [102.0, 102.0]
+    assert rig.executor.inputs == [[0], [1], [2], [3]]
+    assert rig.deadlines() == [102.0] * 4
     rig.clock.now = 101.0
     rig.executor.futures[0].set_result((1.0, [(OK, (True, 0))]))
     rig.step()
     rig.step()
-    assert rig.executor.inputs == [[0], [1], [2]]
+    assert rig.executor.inputs == [[0], [1], [2], [3], [4]]
     assert rig.deadlines()[-1] == 103.0  # counted from its own start
 
 

@@ -309,6 +309,8 @@ class Coordinator:
         self.expired: set[Future[Any]] = set()
         #: Timed futures found not yet started at their deadline.
         self.queued: set[Future[Any]] = set()
+        #: The current deadline of each timed future; older heap entries are stale.
+        self.due: dict[Future[Any], float] = {}
         # Finished futures, appended by their done-callbacks in whatever thread finishes
         # them; one Event wakes the loop. Unlike concurrent.futures.wait(), which hooks
         # every future in flight on each call, this costs the same however many are.
@@ -471,6 +473,23 @@ class Coordinator:
         if self.deadlines:
             self._expire(self.clock.monotonic())
 
+    def _note_starts(self) -> None:
+        """Queued timed attempts that started (a worker just came free): their deadlines
+        count from now."""
+        now = self.clock.monotonic()
+        for future in [f for f in self.queued if f.running()]:
+            self.queued.discard(future)
+            item = self.in_flight.get(future)
+            if item is not None:
+                timeout = item.tasks[0].plan.timeout
+                assert timeout is not None
+                self._set_deadline(future, now + timeout)
+
+    def _set_deadline(self, future: Future[Any], due: float) -> None:
+        """Make ``due`` the one deadline (or start check) of ``future``."""
+        self.due[future] = due
+        heapq.heappush(self.deadlines, (due, next(self._sequence), future))
+
     def _finished(self, future: Future[Any]) -> None:
         self.finished.append(future)
         self.wake.set()
@@ -485,7 +504,10 @@ class Coordinator:
         """
         deadlines = self.deadlines
         while deadlines and deadlines[0][0] <= now:
-            future = heapq.heappop(deadlines)[2]
+            due, _, future = heapq.heappop(deadlines)
+            if self.due.get(future) != due:
+                continue  # superseded: the attempt's start was seen since
+            del self.due[future]
             item = self.in_flight.get(future)
             if item is None or future in self.expired or future.done():
                 continue
@@ -495,13 +517,12 @@ class Coordinator:
                 # Still queued in the executor (a loop or pool shared with other calls):
                 # the attempt has not started, so its time has not begun. Look again soon.
                 self.queued.add(future)
-                again = now + _start_poll(timeout)
-                heapq.heappush(deadlines, (again, next(self._sequence), future))
+                self._set_deadline(future, now + _start_poll(timeout))
                 continue
             if future in self.queued:
                 # Seen running for the first time: its deadline counts from about now.
                 self.queued.discard(future)
-                heapq.heappush(deadlines, (now + timeout, next(self._sequence), future))
+                self._set_deadline(future, now + timeout)
                 continue
             self.expired.add(future)
             executor = item.executor
@@ -581,8 +602,15 @@ class Coordinator:
                 if lane.in_flight >= lane.budget:
                     break
                 queue = ready.get(plan)
-                if queue and plan.timeout is not None and lane.in_flight >= lane.workers:
-                    # One timed attempt per idle worker: its submission is its start.
+                if (
+                    queue
+                    and plan.timeout is not None
+                    and plan.remote
+                    and lane.in_flight >= lane.workers
+                ):
+                    # A process pool does not say when a work item starts: one timed
+                    # attempt per idle worker, so that its submission is its start. Thread
+                    # pools and the loop mark a future running when it starts.
                     continue
                 if queue:
                     # Spread what is ready over the free slots: batching never leaves a
@@ -642,11 +670,10 @@ class Coordinator:
             # The deadline counts from the attempt's start: until the future says it runs,
             # look for that start at short intervals.
             if future.running() or future.done():
-                due = now + plan.timeout
+                self._set_deadline(future, now + plan.timeout)
             else:
                 self.queued.add(future)
-                due = now + _start_poll(plan.timeout)
-            heapq.heappush(self.deadlines, (due, next(self._sequence), future))
+                self._set_deadline(future, now + _start_poll(plan.timeout))
         self.in_flight[future] = WorkItem(lane, tasks, executor, isolated)
         if future.done():  # an inline executor: no need to wait for it
             self._complete(future)
@@ -713,6 +740,9 @@ class Coordinator:
             lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
         if tasks[0].plan.timeout is not None:
             self.queued.discard(future)
+            self.due.pop(future, None)
+        if self.queued:
+            self._note_starts()
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return

@@ -31,6 +31,21 @@ def loop_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == THREAD_NAME]
 
 
+#: Loop threads that belong to other tests' long-lived executors (the default runner's).
+_OTHERS: set[threading.Thread] = set()
+
+
+def own_loop_threads() -> list[threading.Thread]:
+    """The loop threads started by this test's executors."""
+    return [t for t in loop_threads() if t not in _OTHERS]
+
+
+@pytest.fixture(autouse=True)
+def _note_other_loops() -> None:
+    _OTHERS.clear()
+    _OTHERS.update(loop_threads())
+
+
 @pytest.fixture
 def make() -> Iterator[Callable[..., AsyncExecutor]]:
     """Build executors that are shut down after the test; no loop thread may survive it."""
@@ -323,7 +338,7 @@ def test_shutdown_cancels_pending_and_waits_for_running(
     running = executor.submit(hold, gate, started)
     assert waited(started)
     queued = [executor.submit(double, i) for i in range(5)]
-    (thread,) = loop_threads()
+    (thread,) = own_loop_threads()
     executor.shutdown(wait=False)
     assert all(f.cancelled() for f in queued)
     assert running.running()
@@ -364,7 +379,7 @@ def test_shutdown_cancel_futures_cancels_running(make: Callable[..., AsyncExecut
     running = [executor.submit(Blocks().process, gate, cleaned[i], entered[i]) for i in range(2)]
     assert all(waited(event) for event in entered)
     queued = executor.submit(double, 1)
-    (thread,) = loop_threads()
+    (thread,) = own_loop_threads()
     executor.shutdown(wait=True, cancel_futures=True)
     assert not thread.is_alive()
     assert all(event.is_set() for event in cleaned)
@@ -381,7 +396,7 @@ def test_shutdown_from_several_threads(make: Callable[..., AsyncExecutor]) -> No
     gate, started = Gate(), threading.Event()
     running = executor.submit(hold, gate, started)
     assert waited(started)
-    (thread,) = loop_threads()
+    (thread,) = own_loop_threads()
     barrier = threading.Barrier(5)
     errors: list[BaseException] = []
     alive_after: list[bool] = []
@@ -416,7 +431,7 @@ def test_shutdown_from_inside_a_coroutine(make: Callable[..., AsyncExecutor]) ->
         return "finished"
 
     future = executor.submit(stop_from_inside)
-    (thread,) = loop_threads()
+    (thread,) = own_loop_threads()
     assert future.result(WAIT) == "finished"
     thread.join(WAIT)
     assert not thread.is_alive()
@@ -428,7 +443,7 @@ def test_shutdown_is_idempotent(make: Callable[..., AsyncExecutor]) -> None:
     """Calling ``shutdown()`` again, with or without waiting, is harmless."""
     executor = make()
     executor.submit(double, 1).result(WAIT)
-    (thread,) = loop_threads()
+    (thread,) = own_loop_threads()
     executor.shutdown(wait=False)
     executor.shutdown()
     assert not thread.is_alive()

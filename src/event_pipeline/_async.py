@@ -426,8 +426,11 @@ async def run_batch_async(
     event_class: type[Any],
     items: list[Item],
     retry_on: tuple[type[BaseException], ...] | None,
+    noted: list[float] | None = None,
 ) -> tuple[float, list[Outcome]]:
     """One attempt for each task of a batch, all awaited concurrently on the running loop.
+
+    ``noted``, when given, receives the monotonic time the batch started.
 
     Returns:
         The seconds the batch took, and one outcome per task, in the order of ``items``.
@@ -435,6 +438,8 @@ async def run_batch_async(
     Raises:
         asyncio.CancelledError: the batch was cancelled; its attempts are cancelled too.
     """
+    if noted is not None:
+        noted.append(time.monotonic())
     started = time.perf_counter()
     if len(items) == 1:
         args, kwargs = items[0]

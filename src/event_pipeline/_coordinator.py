@@ -307,10 +307,10 @@ class Coordinator:
         self.deadlines: list[tuple[float, int, Future[Any]]] = []
         #: Futures whose attempt passed its deadline: what they return is ignored.
         self.expired: set[Future[Any]] = set()
-        #: Timed futures found not yet started at their deadline.
-        self.queued: set[Future[Any]] = set()
         #: The current deadline of each timed future; older heap entries are stale.
         self.due: dict[Future[Any], float] = {}
+        #: Where a timed attempt on a thread pool or the loop writes when it started.
+        self.starts: dict[Future[Any], list[float]] = {}
         # Finished futures, appended by their done-callbacks in whatever thread finishes
         # them; one Event wakes the loop. Unlike concurrent.futures.wait(), which hooks
         # every future in flight on each call, this costs the same however many are.
@@ -473,18 +473,6 @@ class Coordinator:
         if self.deadlines:
             self._expire(self.clock.monotonic())
 
-    def _note_starts(self) -> None:
-        """Queued timed attempts that started (a worker just came free): their deadlines
-        count from now."""
-        now = self.clock.monotonic()
-        for future in [f for f in self.queued if f.running()]:
-            self.queued.discard(future)
-            item = self.in_flight.get(future)
-            if item is not None:
-                timeout = item.tasks[0].plan.timeout
-                assert timeout is not None
-                self._set_deadline(future, now + timeout)
-
     def _set_deadline(self, future: Future[Any], due: float) -> None:
         """Make ``due`` the one deadline (or start check) of ``future``."""
         self.due[future] = due
@@ -513,17 +501,18 @@ class Coordinator:
                 continue
             timeout = item.tasks[0].plan.timeout
             assert timeout is not None
-            if not future.running():
-                # Still queued in the executor (a loop or pool shared with other calls):
-                # the attempt has not started, so its time has not begun. Look again soon.
-                self.queued.add(future)
-                self._set_deadline(future, now + _start_poll(timeout))
-                continue
-            if future in self.queued:
-                # Seen running for the first time: its deadline counts from about now.
-                self.queued.discard(future)
-                self._set_deadline(future, now + timeout)
-                continue
+            started = self.starts.get(future)
+            if started is not None:
+                if started:
+                    if started[0] + timeout > now:
+                        # It started after it was submitted: its time counts from then.
+                        self._set_deadline(future, started[0] + timeout)
+                        continue
+                elif not future.running():
+                    # Still queued in the executor (a loop or pool shared with other
+                    # calls): its time has not begun. Look again soon.
+                    self._set_deadline(future, now + _start_poll(timeout))
+                    continue
             self.expired.add(future)
             executor = item.executor
             cancel_running = getattr(executor, "cancel_running", None)
@@ -650,8 +639,13 @@ class Coordinator:
             function = run_batch_async if plan.is_async else run_batch
             work = [(task.args, task.kwargs) for task in tasks]
         arguments: tuple[Any, ...] = (plan.event, work, plan.retry_on)
+        # A timed attempt on a thread pool or the loop notes its own start in this list
+        # (a process pool's cannot: there, one timed attempt per idle worker is submitted).
+        started: list[float] | None = [] if plan.timeout is not None and not plan.remote else None
         if function is run_batch:
-            arguments = (*arguments, id(executor))
+            arguments = (*arguments, id(executor), started)
+        elif function is run_batch_async:
+            arguments = (*arguments, started)
         deferred: SigintDeferred | None = None
         try:
             if lane.pool and threading.get_ident() == _main_thread_ident():
@@ -669,11 +663,10 @@ class Coordinator:
         if plan.timeout is not None:
             # The deadline counts from the attempt's start: until the future says it runs,
             # look for that start at short intervals.
-            if future.running() or future.done():
-                self._set_deadline(future, now + plan.timeout)
-            else:
-                self.queued.add(future)
-                self._set_deadline(future, now + _start_poll(plan.timeout))
+            if started is not None:
+                self.starts[future] = started
+            # At the earliest: an attempt that started later is given its full time.
+            self._set_deadline(future, now + plan.timeout)
         self.in_flight[future] = WorkItem(lane, tasks, executor, isolated)
         if future.done():  # an inline executor: no need to wait for it
             self._complete(future)
@@ -739,10 +732,13 @@ class Coordinator:
         else:
             lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
         if tasks[0].plan.timeout is not None:
-            self.queued.discard(future)
             self.due.pop(future, None)
-        if self.queued:
-            self._note_starts()
+            self.starts.pop(future, None)
+            if len(self.deadlines) > 64 + 2 * len(self.due):
+                # Finished attempts leave their entries behind: drop them now and then,
+                # so the heap (and the futures it holds) stays as small as what runs.
+                self.deadlines = [(d, n, f) for d, n, f in self.deadlines if self.due.get(f) == d]
+                heapq.heapify(self.deadlines)
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return

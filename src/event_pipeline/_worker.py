@@ -122,21 +122,27 @@ def run_batch(
     items: list[Item],
     retry_on: tuple[type[BaseException], ...] | None,
     executor_id: int = 0,
+    started: list[float] | None = None,
 ) -> tuple[float, list[Outcome]]:
     """One attempt for each task of a batch, in the calling process.
+
+    ``started``, when given, receives the monotonic time the batch started (the runner's
+    deadline for a timed attempt counts from it).
 
     Returns:
         The seconds the batch took (the runner sizes later batches with it), and one
         outcome per task.
     """
-    started = time.perf_counter()
+    if started is not None:
+        started.append(time.monotonic())
+    began = time.perf_counter()
     previous = getattr(running_in, "executor", 0)
     running_in.executor = executor_id
     try:
         outcomes = [attempt(event_class, args, kwargs, retry_on) for args, kwargs in items]
     finally:
         running_in.executor = previous
-    return time.perf_counter() - started, outcomes
+    return time.perf_counter() - began, outcomes
 
 
 class RemoteTraceback(Exception):

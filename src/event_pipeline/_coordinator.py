@@ -315,7 +315,8 @@ class Coordinator:
         # them; one Event wakes the loop. Unlike concurrent.futures.wait(), which hooks
         # every future in flight on each call, this costs the same however many are.
         self.finished: deque[Future[Any]] = deque()
-        self.wake = threading.Event()
+        # Made with the first future to wait for: an inline call never needs one.
+        self.wake: threading.Event | None = None
         self.owners: list[Owner] = []
         self.delivering = False
         self._sequence = itertools.count()
@@ -462,9 +463,12 @@ class Coordinator:
                     timeout = min(timeout, max(0.0, self.retries[0][0] - now))
                 if self.deadlines:
                     timeout = min(timeout, max(0.0, self.deadlines[0][0] - now))
-            self.wake.clear()
+            wake = self.wake
+            if wake is None:
+                wake = self.wake = threading.Event()
+            wake.clear()
             if not finished:
-                self.clock.wait(self.wake, timeout)
+                self.clock.wait(wake, timeout)
         in_flight = self.in_flight
         while finished:
             future = finished.popleft()
@@ -480,7 +484,9 @@ class Coordinator:
 
     def _finished(self, future: Future[Any]) -> None:
         self.finished.append(future)
-        self.wake.set()
+        wake = self.wake
+        assert wake is not None  # made before any callback was added
+        wake.set()
 
     def _expire(self, now: float) -> None:
         """End every attempt whose deadline has passed with a ``TimeoutError``.
@@ -671,6 +677,8 @@ class Coordinator:
         if future.done():  # an inline executor: no need to wait for it
             self._complete(future)
         else:
+            if self.wake is None:
+                self.wake = threading.Event()
             future.add_done_callback(self._finished)
         if deferred is not None:
             deferred.deliver()

@@ -423,6 +423,18 @@ class Runner:
     # -- flows -------------------------------------------------------------------------
     def _program(self, flow: object) -> FlowProgram:
         """The compiled flow, made again when an event's settings changed since."""
+        cached: tuple[int, FlowProgram] | None
+        try:
+            cached = self._programs.get(flow)  # type: ignore[call-overload]
+        except TypeError:  # unhashable: certainly not a flow
+            cached = None
+        if (
+            cached is not None
+            and cached[0] == _event_module._generation
+            and not self._cache.closed
+            and self._pid == os.getpid()
+        ):
+            return cached[1]
         from .flow._compile import compile_flow
         from .flow._model import Flow
         from .flow._run import FlowProgram
@@ -433,9 +445,6 @@ class Runner:
         if self._pid != os.getpid():
             self._after_fork()
         self._cache.check_open()
-        cached = self._programs.get(flow)
-        if cached is not None and cached[0] == _event_module._generation:
-            return cached[1]
         compiled = compile_flow(flow)
         step_plans = []
         for planned in compiled.steps:

@@ -40,19 +40,31 @@ _NO_KWARGS: dict[str, Any] = {}
 class FlowProgram:
     """A compiled flow with a :class:`Plan` per step, for one runner."""
 
-    __slots__ = ("flow", "plan", "step_plans", "window")
+    __slots__ = ("_bindings", "flow", "plan", "step_plans", "window")
 
     def __init__(self, flow: Flow, plan: FlowPlan, step_plans: list[Plan], window: int) -> None:
         self.flow = flow
         self.plan = plan
         self.step_plans = step_plans
         self.window = window
+        self._bindings: dict[tuple[int, tuple[str, ...]], tuple[tuple[str, ...], ...]] = {}
         for step in plan.steps:
             if step.entry and step.feed is not Feed.NONE:
                 raise ValueError(
                     f"a flow cannot begin with {step.feed.value} (pipe/each): nothing comes "
                     f"before step {step.name!r} to give it a value: {flow}"
                 )
+
+    def bind(self, args: tuple[Any, ...], inputs: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
+        """Check the call's arguments against every step (once per shape of call) and
+        return, per step, the names of the inputs it receives."""
+        shape = (len(args), tuple(inputs))
+        received = self._bindings.get(shape)
+        if received is None:
+            received = check_inputs(self.plan, args, inputs)
+            if len(self._bindings) < 64:
+                self._bindings[shape] = received
+        return received
 
 
 class FlowRunUnit:
@@ -79,7 +91,7 @@ class FlowRunUnit:
         on_stop: Callable[[FlowRunUnit], None] | None = None,
     ) -> None:
         plan = program.plan
-        self.received = check_inputs(plan, args, inputs)
+        self.received = program.bind(args, inputs)
         self.coordinator = coordinator
         self.program = program
         self.args = args
@@ -93,7 +105,7 @@ class FlowRunUnit:
         self.ok: list[bool] = [False] * size
         self.remaining: list[int] = [0] * size
         self.steps: list[StepRun | None] = [None] * len(plan.steps)
-        self.units: dict[int, EventRunUnit] = {}
+        self.units: dict[int, EventRunUnit | StepTask] = {}
         self.finished: deque[int] = deque()
         self.stop_error: BaseException | None = None
         self.stopping_step = -1
@@ -145,10 +157,22 @@ class FlowRunUnit:
         step_plan = self.program.step_plans[index]
         names = self.received[index]
         kwargs = {name: self.inputs[name] for name in names} if names else _NO_KWARGS
+        feed = planned.feed
+        if feed is not Feed.EACH:
+            if planned.entry:
+                args = self.args
+            elif feed is Feed.PIPE:
+                args = (self.values[planned.source],)
+            else:
+                args = ()
+            started = self.coordinator.clock.monotonic()
+            if step_plan.inline:
+                self._run_inline(index, step_plan, args, kwargs, started)
+            else:
+                self._submit_one(index, step_plan, args, kwargs, started)
+            return
         if planned.entry:
             calls: Iterable[tuple[Any, ...]] = [self.args]
-        elif planned.feed is Feed.PIPE:
-            calls = [(self.values[planned.source],)]
         elif planned.feed is Feed.EACH:
             value = self.values[planned.source]
             try:
@@ -164,10 +188,6 @@ class FlowRunUnit:
         else:
             calls = [()]
         started = self.coordinator.clock.monotonic()
-        if step_plan.inline and planned.feed is not Feed.EACH:
-            [args] = calls
-            self._run_inline(index, step_plan, args, kwargs, started)
-            return
         unit = EventRunUnit(
             self.coordinator,
             step_plan,
@@ -186,6 +206,43 @@ class FlowRunUnit:
             self.coordinator.attach(unit)
         self.coordinator.flush(step_plan, step_plan.window)
 
+    def _submit_one(
+        self,
+        index: int,
+        step_plan: Plan,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: float,
+    ) -> None:
+        """A one-task step on a pool: its task goes straight to the coordinator, owned by a
+        :class:`StepTask` (no event-run unit, no input iterator), and batches with the same
+        step of other flow runs."""
+        planned = self.program.plan.steps[index]
+        owner = StepTask(self, index, f"{self.task_prefix}{planned.name}:", started)
+        self.units[index] = owner
+        coordinator = self.coordinator
+        coordinator.add(Task(step_plan, owner, 0, args, kwargs), step_plan.window)
+        node = self.program.plan.nodes[planned.node]
+        if node.parent >= 0 and self.program.plan.nodes[node.parent].kind is NodeKind.PARALLEL:
+            # Out now, before a member declared after it (perhaps inline) runs: the
+            # members of a group start together, in declaration order.
+            coordinator.flush(step_plan, step_plan.window)
+
+    def _one_done(self, owner: StepTask, result: EventResult) -> None:
+        index = owner.index
+        self.units.pop(index, None)
+        step_plan = self.program.step_plans[index]
+        duration = self.coordinator.clock.monotonic() - owner.started
+        # One task: every evaluation state says success exactly when the task succeeded.
+        run = EventRun(step_plan.name, not result.error, [result], duration)
+        hooks = self.coordinator.hooks
+        if hooks is not None and hooks.on_run:
+            hooks.emit_run(run)
+        self._step_done(index, run, started=owner.started)
+        if result.exception is not None and step_plan.settings.stop_on_exception:
+            self._stopped(result.exception, index)
+        self._drain()
+
     def _step_completed(self, index: int, run: EventRun) -> None:
         self._step_done(index, run)
         self._drain()
@@ -199,11 +256,10 @@ class FlowRunUnit:
         started: float,
     ) -> None:
         """The step's first attempt, here and now; a retry goes to the coordinator."""
-        clock = self.coordinator.clock
-        if self.coordinator.progress is not None:
-            self.coordinator.progress.submitted()
+        coordinator = self.coordinator
+        if coordinator.progress is not None:
+            coordinator.progress.submitted()
         kind, value = attempt(step_plan.event, args, kwargs, step_plan.retry_on)
-        task_id = f"{self.task_prefix}{self.program.plan.steps[index].name}:0"
         if kind == RETRY:
             unit = EventRunUnit(
                 self.coordinator,
@@ -222,18 +278,20 @@ class FlowRunUnit:
             self.coordinator.attach(unit)
             self.coordinator.resume(Task(step_plan, unit, 0, args, kwargs), kind, value, started)
             return
-        duration = clock.monotonic() - started
+        duration = coordinator.clock.monotonic() - started
+        task_id = f"{self.task_prefix}{self.program.plan.steps[index].name}:0"
+        name = step_plan.name
         if kind == OK:
             ok, content = value
-            result = EventResult(not ok, content, None, task_id, step_plan.name, 1, duration)
+            result = EventResult(not ok, content, None, task_id, name, 1, duration)
         else:
-            result = EventResult(True, value, value, task_id, step_plan.name, 1, duration)
-        run = EventRun(step_plan.name, not result.error, [result], duration)
-        coordinator = self.coordinator
+            result = EventResult(True, value, value, task_id, name, 1, duration)
+        run = EventRun(name, not result.error, [result], duration)
         if coordinator.observed:
             coordinator.observe(result)
-        if coordinator.hooks is not None and coordinator.hooks.on_run:
-            coordinator.hooks.emit_run(run)
+        hooks = coordinator.hooks
+        if hooks is not None and hooks.on_run:
+            hooks.emit_run(run)
         self._step_done(index, run, started=started)
         if result.exception is not None and step_plan.settings.stop_on_exception:
             self._stopped(result.exception, index)
@@ -243,18 +301,24 @@ class FlowRunUnit:
         unit = self.units.pop(index, None)
         if started is None:
             started = unit.started if unit is not None else self.started
+        results = run.results
         if planned.feed is Feed.EACH:
-            value: Any = [r.content for r in run.results]
+            value: Any = [r.content for r in results]
+            attempts = sum(r.attempts for r in results)
+        elif results:
+            value = results[0].content
+            attempts = sum(r.attempts for r in results) if len(results) > 1 else results[0].attempts
         else:
-            value = run.results[0].content if run.results else None
+            value, attempts = None, 0
+        success = run.success
         self.steps[index] = StepRun(
             planned.name,
             run.event_name,
-            StepStatus.SUCCEEDED if run.success else StepStatus.FAILED,
+            StepStatus.SUCCEEDED if success else StepStatus.FAILED,
             run=run,
             value=value,
-            reason=None if run.success else self._failure_reason(run),
-            attempts=sum(r.attempts for r in run.results),
+            reason=None if success else self._failure_reason(run),
+            attempts=attempts,
             started=started - self.started,
             duration=run.duration,
         )
@@ -471,7 +535,9 @@ class FlowRunUnit:
         """The run as it stands, after a stop: running steps CANCELLED, the rest SKIPPED."""
         planned = self.program.plan.steps
         for index, unit in list(self.units.items()):
-            if index == self.stopping_step or unit.stop_error is not None:
+            if isinstance(unit, EventRunUnit) and (
+                index == self.stopping_step or unit.stop_error is not None
+            ):
                 run = unit.partial_run()
                 self.steps[index] = StepRun(
                     planned[index].name,
@@ -513,6 +579,24 @@ class FlowRunUnit:
         )
         self._report(run)
         raise_stop(run, f"flow step {name!r}", cause)
+
+
+class StepTask:
+    """The owner of a one-task step's task: hands its result to the flow run."""
+
+    __slots__ = ("flow", "index", "started", "task_prefix")
+
+    def __init__(self, flow: FlowRunUnit, index: int, task_prefix: str, started: float) -> None:
+        self.flow = flow
+        self.index = index
+        self.task_prefix = task_prefix
+        self.started = started
+
+    def admit(self) -> bool:
+        return False
+
+    def on_result(self, task: Task, result: EventResult) -> None:
+        self.flow._one_done(self, result)
 
 
 class FlowMapUnit:

@@ -55,8 +55,9 @@ from ._worker import (
     FATAL,
     OK,
     RETRY,
+    SPLIT,
     describe_exception,
-    load_outcome,
+    load_outcomes,
     run_batch,
     run_pickled,
 )
@@ -341,18 +342,6 @@ class Coordinator:
         input that yields its next item only after earlier work started make progress.
         """
         plan = task.plan
-        if plan.remote:
-            try:
-                task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                error = TypeError(
-                    f"{plan.name}: the arguments of task {task.task_id} cannot be sent to a "
-                    f"worker process ({describe_exception(exc)}); pass picklable values, "
-                    "with classes and functions defined at module level"
-                )
-                error.__cause__ = exc
-                self._settle(task, FATAL, error, self.clock.monotonic())
-                return
         lane = self.lane(plan)
         queue = lane.ready.get(plan)
         if queue is None:
@@ -624,6 +613,38 @@ class Coordinator:
                 else:
                     ready.pop(plan, None)
 
+    def _pack(self, tasks: list[Task], now: float) -> tuple[list[Task], Any] | None:
+        """The batch for a worker process: one pickle of every task's arguments, or one
+        pickle per task once a batch did not load in a worker. A task whose arguments
+        cannot be pickled fails alone (uncharged); None when none is left."""
+        if all(task.payload is None for task in tasks):
+            try:
+                blob = pickle.dumps(
+                    [(task.args, task.kwargs) for task in tasks], pickle.HIGHEST_PROTOCOL
+                )
+            except Exception:
+                pass
+            else:
+                return tasks, blob
+        kept = []
+        for task in tasks:
+            if task.payload is None:
+                try:
+                    task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
+                except Exception as exc:
+                    error = TypeError(
+                        f"{task.plan.name}: the arguments of task {task.task_id} cannot be "
+                        f"sent to a worker process ({describe_exception(exc)}); pass "
+                        "picklable values, with classes and functions defined at module level"
+                    )
+                    error.__cause__ = exc
+                    self._settle(task, FATAL, error, now)
+                    continue
+            kept.append(task)
+        if not kept:
+            return None
+        return kept, [task.payload for task in kept]
+
     def _isolation_executor(self, lane: Lane) -> Executor:
         if lane.key is None or not lane.pool:
             return lane.executor
@@ -640,7 +661,10 @@ class Coordinator:
         executor = self._isolation_executor(lane) if isolated else lane.executor
         if plan.remote:
             function: Callable[..., Any] = run_pickled
-            work: list[Any] = [task.payload for task in tasks]
+            packed = self._pack(tasks, now)
+            if packed is None:
+                return
+            tasks, work = packed
         else:
             function = run_batch_async if plan.is_async else run_batch
             work = [(task.args, task.kwargs) for task in tasks]
@@ -768,8 +792,14 @@ class Coordinator:
             previous = plan.per_task
             plan.per_task = per_task if previous is None else 0.7 * previous + 0.3 * per_task
         if plan.remote:
-            name = plan.name
-            outcomes = [load_outcome(name, blob) for blob in outcomes]
+            if outcomes == SPLIT:
+                # The batch's arguments did not load in the worker: send each task again
+                # alone, to find which cannot. Nothing ran: nothing is charged.
+                for task in tasks:
+                    task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
+                self._requeue(lane, tasks, isolated)
+                return
+            outcomes = load_outcomes(plan.name, outcomes, len(tasks))
         completed = self.completed
         name = plan.name
         for task, (kind, value) in zip(tasks, outcomes, strict=False):

@@ -223,13 +223,45 @@ def _portable(event_class: type[Any], outcome: Outcome) -> bytes:
         return pickle.dumps((FATAL, failure, None), pickle.HIGHEST_PROTOCOL)
 
 
+#: What :func:`run_pickled` returns when a batch's arguments do not load as one: the
+#: runner sends those tasks again one blob each, to find which cannot.
+SPLIT = b""
+
+
 def run_pickled(
     event_class: type[Any],
-    payloads: list[bytes],
+    payloads: bytes | list[bytes],
     retry_on: tuple[type[BaseException], ...] | None,
-) -> tuple[float, list[bytes]]:
-    """Like :func:`run_batch`, for pickled ``(args, kwargs)`` tasks and pickled outcomes."""
+) -> tuple[float, bytes | list[bytes]]:
+    """Like :func:`run_batch`, for pickled ``(args, kwargs)`` tasks and pickled outcomes.
+
+    ``payloads`` is one pickle of the batch's ``(args, kwargs)`` list (the usual case, one
+    pickle both ways), or one pickle per task. The outcomes come back as one pickle of
+    ``(kind, value, traceback text)`` entries when they can, else one pickle each, so an
+    outcome that cannot travel fails alone.
+    """
     started = time.perf_counter()
+    if isinstance(payloads, bytes):
+        try:
+            items = pickle.loads(payloads)
+        except Exception:
+            return time.perf_counter() - started, SPLIT
+        entries: list[tuple[int, Any, str | None]] = []
+        for args, kwargs in items:
+            try:
+                kind, value = attempt(event_class, args, kwargs, retry_on)
+            except BaseException as exc:  # SystemExit and friends: the batch ends here
+                entries.append((BASE, *portable_exception(exc)))
+                break
+            if kind == OK:
+                entries.append((kind, value, None))
+            else:
+                entries.append((kind, *portable_exception(value)))
+        try:
+            blob = pickle.dumps(entries, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return time.perf_counter() - started, [_dump_entry(event_class, e) for e in entries]
+        return time.perf_counter() - started, blob
     outcomes = []
     for payload in payloads:
         try:
@@ -249,6 +281,41 @@ def run_pickled(
             break
         outcomes.append(_portable(event_class, outcome))
     return time.perf_counter() - started, outcomes
+
+
+def _dump_entry(event_class: type[Any], entry: tuple[int, Any, str | None]) -> bytes:
+    try:
+        return pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        failure = TypeError(
+            f"{event_class.__name__}.process returned a value that cannot be sent back from "
+            f"a worker process: {type(entry[1][1]).__name__} ({describe_exception(exc)})"
+        )
+        return pickle.dumps((FATAL, failure, None), pickle.HIGHEST_PROTOCOL)
+
+
+def load_outcomes(
+    event_name: str, returned: bytes | list[bytes], count: int
+) -> list[Outcome]:
+    """The outcomes :func:`run_pickled` sent back for ``count`` tasks, in the parent."""
+    if isinstance(returned, list):
+        return [load_outcome(event_name, blob) for blob in returned]
+    try:
+        entries = pickle.loads(returned)
+    except Exception as exc:
+        # A value that pickled in the worker and does not load here: every task of the
+        # batch still gets its one result, a failure that says so.
+        failure = TypeError(
+            f"{event_name}: the outcomes of a batch could not be unpickled in the parent "
+            f"process ({describe_exception(exc)})"
+        )
+        return [(FATAL, failure)] * count
+    outcomes: list[Outcome] = []
+    for kind, value, tb_text in entries:
+        if tb_text is not None:
+            value.__cause__ = RemoteTraceback(tb_text)
+        outcomes.append((kind, value))
+    return outcomes
 
 
 def load_outcome(event_name: str, blob: bytes) -> Outcome:

@@ -126,7 +126,7 @@ class Rig:
         self.coordinator.step(8)
 
     def deadlines(self) -> list[float]:
-        return sorted(due for due, _, _ in self.coordinator.deadlines)
+        return sorted(self.coordinator.deadlines.due.values())
 
 
 def test_deadline_is_start_plus_timeout_and_caps_the_wait() -> None:
@@ -152,7 +152,7 @@ def test_deadline_is_start_plus_timeout_and_caps_the_wait() -> None:
     assert rig.executor.cancelled == [future]
     [(due, _, task)] = rig.coordinator.retries
     assert due == 107.0 and task.attempts == 1 and task.index == 0
-    assert rig.coordinator.deadlines == []  # waiting for a retry: no deadline
+    assert not rig.coordinator.deadlines  # waiting for a retry: no deadline
 
 
 def test_timed_out_attempt_is_retried_then_fails_with_timeout_error() -> None:
@@ -167,7 +167,7 @@ def test_timed_out_attempt_is_retried_then_fails_with_timeout_error() -> None:
     first.set_exception(RunCancelled("the running coroutine was cancelled"))
     rig.step()
     assert unit.run is None and len(rig.coordinator.retries) == 1
-    assert rig.coordinator.deadlines == []
+    assert not rig.coordinator.deadlines
     # The retry waits in the heap (the coordinator sleeps, nothing is in flight) ...
     rig.step()
     assert rig.clock.sleeps == [5.0] and rig.clock.now == 107.0

@@ -36,6 +36,7 @@ from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ._async import AsyncExecutor, run_batch_async
+from ._deadlines import Deadlines
 from ._executors import (
     DefaultExecutor,
     ExecutorCache,
@@ -205,6 +206,8 @@ class WorkItem(NamedTuple):
     tasks: list[Task]
     executor: Executor
     isolated: bool
+    #: Where a timed attempt on a thread pool or the loop notes its start, else None.
+    started: list[float] | None
 
 
 class Lane:
@@ -304,14 +307,10 @@ class Coordinator:
         self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
         self.completed: deque[tuple[Task, EventResult]] = deque()
-        #: (deadline, sequence, future) of attempts with a timeout.
-        self.deadlines: list[tuple[float, int, Future[Any]]] = []
+        #: When attempts with a timeout must end.
+        self.deadlines = Deadlines()
         #: Futures whose attempt passed its deadline: what they return is ignored.
         self.expired: set[Future[Any]] = set()
-        #: The current deadline of each timed future; older heap entries are stale.
-        self.due: dict[Future[Any], float] = {}
-        #: Where a timed attempt on a thread pool or the loop writes when it started.
-        self.starts: dict[Future[Any], list[float]] = {}
         # Finished futures, appended by their done-callbacks in whatever thread finishes
         # them; one Event wakes the loop. Unlike concurrent.futures.wait(), which hooks
         # every future in flight on each call, this costs the same however many are.
@@ -450,8 +449,9 @@ class Coordinator:
                 now = self.clock.monotonic()
                 if self.retries:
                     timeout = min(timeout, max(0.0, self.retries[0][0] - now))
-                if self.deadlines:
-                    timeout = min(timeout, max(0.0, self.deadlines[0][0] - now))
+                due = self.deadlines.next_due()
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - now))
             wake = self.wake
             if wake is None:
                 wake = self.wake = threading.Event()
@@ -465,11 +465,6 @@ class Coordinator:
                 self._complete(future)
         if self.deadlines:
             self._expire(self.clock.monotonic())
-
-    def _set_deadline(self, future: Future[Any], due: float) -> None:
-        """Make ``due`` the one deadline (or start check) of ``future``."""
-        self.due[future] = due
-        heapq.heappush(self.deadlines, (due, next(self._sequence), future))
 
     def _finished(self, future: Future[Any]) -> None:
         self.finished.append(future)
@@ -486,27 +481,23 @@ class Coordinator:
         abandoned and its slot stays taken until it returns.
         """
         deadlines = self.deadlines
-        while deadlines and deadlines[0][0] <= now:
-            due, _, future = heapq.heappop(deadlines)
-            if self.due.get(future) != due:
-                continue  # superseded: the attempt's start was seen since
-            del self.due[future]
+        for future in list(deadlines.expired(now)):
             item = self.in_flight.get(future)
             if item is None or future in self.expired or future.done():
                 continue
             timeout = item.tasks[0].plan.timeout
             assert timeout is not None
-            started = self.starts.get(future)
+            started = item.started
             if started is not None:
                 if started:
                     if started[0] + timeout > now:
                         # It started after it was submitted: its time counts from then.
-                        self._set_deadline(future, started[0] + timeout)
+                        deadlines.move(future, started[0] + timeout)
                         continue
                 elif not future.running():
                     # Still queued in the executor (a loop or pool shared with other
                     # calls): its time has not begun. Look again soon.
-                    self._set_deadline(future, now + _start_poll(timeout))
+                    deadlines.move(future, now + _start_poll(timeout))
                     continue
             self.expired.add(future)
             executor = item.executor
@@ -693,11 +684,9 @@ class Coordinator:
         if plan.timeout is not None:
             # The deadline counts from the attempt's start: until the future says it runs,
             # look for that start at short intervals.
-            if started is not None:
-                self.starts[future] = started
             # At the earliest: an attempt that started later is given its full time.
-            self._set_deadline(future, now + plan.timeout)
-        self.in_flight[future] = WorkItem(lane, tasks, executor, isolated)
+            self.deadlines.add(future, now, plan.timeout)
+        self.in_flight[future] = WorkItem(lane, tasks, executor, isolated, started)
         if future.done():  # an inline executor: no need to wait for it
             self._complete(future)
         else:
@@ -758,19 +747,13 @@ class Coordinator:
     # -- completions ---------------------------------------------------------------------
     def _complete(self, future: Future[Any]) -> None:
         item = self.in_flight.pop(future)
-        lane, tasks, _, isolated = item
+        lane, tasks, _, isolated, _ = item
         if isolated:
             lane.isolating = False
         else:
             lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
         if tasks[0].plan.timeout is not None:
-            self.due.pop(future, None)
-            self.starts.pop(future, None)
-            if len(self.deadlines) > 64 + 2 * len(self.due):
-                # Finished attempts leave their entries behind: drop them now and then,
-                # so the heap (and the futures it holds) stays as small as what runs.
-                self.deadlines = [(d, n, f) for d, n, f in self.deadlines if self.due.get(f) == d]
-                heapq.heapify(self.deadlines)
+            self.deadlines.forget(future, len(self.in_flight))
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return
@@ -849,7 +832,7 @@ class Coordinator:
         others were innocent and are charged nothing. A broken pool of
         the user's own cannot be replaced: every task that was in it is charged.
         """
-        lane, tasks, executor, isolated = item
+        lane, tasks, executor, isolated, _ = item
         if isinstance(exc, BrokenExecutor):
             check_main_guard(executor)
             if lane.key is None:

@@ -334,14 +334,16 @@ class Coordinator:
             lane = self.lanes[id(plan.executor)] = Lane(plan.executor, plan.key)
         return lane
 
-    def add(self, task: Task, window: int) -> None:
+    def add(self, task: Task, window: int, lane: Lane | None = None) -> None:
         """Queue ``task`` on its lane, and submit at once when the lane can take it.
 
         Submitting as each input is read (rather than once the window is full) lets an
         input that yields its next item only after earlier work started make progress.
+        ``lane`` saves the look-up when the caller knows it (``self.lane(task.plan)``).
         """
         plan = task.plan
-        lane = self.lane(plan)
+        if lane is None:
+            lane = self.lane(plan)
         queue = lane.ready.get(plan)
         if queue is None:
             queue = lane.ready[plan] = deque()

@@ -89,9 +89,9 @@ def _total(iterables: tuple[Iterable[Any], ...]) -> int | None:
 
 
 def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Inputs:
+    # Built from C iterators: no Python frame per input.
     no_kwargs: dict[str, Any] = {}
-    for args in zip(*iterables, strict=False):
-        yield args, no_kwargs
+    return zip(zip(*iterables, strict=False), itertools.repeat(no_kwargs))
 
 
 def _check_portable(event: type[EventBase]) -> None:

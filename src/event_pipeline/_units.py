@@ -71,6 +71,7 @@ class EventRunUnit:
         self.window = window
         self.task_prefix = task_prefix
         self.eager = eager
+        self.stops = plan.settings.stop_on_exception
         self.on_complete = on_complete
         self.on_stop = on_stop
         self.results: list[EventResult | None] = []
@@ -94,6 +95,10 @@ class EventRunUnit:
         window = self.window
         buffer = self.buffer
         eager = self.eager
+        lane = coordinator.lane(plan)
+        add = coordinator.add
+        results = None if self.streaming else self.results
+        completed = coordinator.completed
         while self.pending + len(buffer) < window and self.stop_error is None:
             if eager and self.pending:
                 coordinator.flush(plan, window)
@@ -104,13 +109,12 @@ class EventRunUnit:
                 self._maybe_complete()
                 return False
             index = self.admitted
-            self.admitted += 1
+            self.admitted = index + 1
             self.pending += 1
-            if not self.streaming:
-                self.results.append(None)
+            if results is not None:
+                results.append(None)
             task = Task(plan, self, index, args, kwargs)
-            coordinator.add(task, window)
-            completed = coordinator.completed
+            add(task, window, lane)
             if completed:
                 # An inline executor already ran it: a stop must be seen before the next
                 # input is read (and, inline, run). Inside a delivery (a flow step opened
@@ -129,17 +133,14 @@ class EventRunUnit:
             self.buffer[task.index] = result
         else:
             self.results[task.index] = result
-        if (
-            result.exception is not None
-            and self.stop_error is None
-            and self.plan.settings.stop_on_exception
-        ):
+        if result.exception is not None and self.stops and self.stop_error is None:
             self.stop_error = result.exception
             self.coordinator.cancel(self)
             if self.on_stop is not None:
                 self.on_stop(result.exception)
             return
-        self._maybe_complete()
+        if not self.pending and self.inputs is None:
+            self._maybe_complete()
 
     # -- for the driver -------------------------------------------------------------------
     @property

@@ -22,7 +22,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from . import _event as _event_module
 from ._coordinator import Clock, Coordinator, Task
@@ -110,6 +110,22 @@ def _check_portable(event: type[EventBase]) -> None:
 
 
 _runners: weakref.WeakSet[Runner] = weakref.WeakSet()
+
+_T = TypeVar("_T", covariant=True)
+
+
+class _Streaming(Protocol[_T]):
+    """What a streamed call's unit offers its driver (events' and flows' alike)."""
+
+    @property
+    def stop_error(self) -> BaseException | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def ordered(self) -> Iterator[_T]: ...
+
+    def raise_stop(self) -> Any: ...
 
 
 class Runner:
@@ -406,7 +422,12 @@ class Runner:
         self, plan: Plan, inputs: Inputs, total: int | None = None
     ) -> Iterator[EventResult]:
         unit = self._unit(plan, inputs, streaming=True, total=total)
-        coordinator = unit.coordinator
+        return self._drive(unit.coordinator, unit, unit.window)
+
+    def _drive(
+        self, coordinator: Coordinator, unit: _Streaming[_T], window: int
+    ) -> Iterator[_T]:
+        """Step ``coordinator`` and yield what ``unit`` finished, in input order."""
         try:
             while True:
                 if unit.stop_error is not None:
@@ -415,7 +436,7 @@ class Runner:
                 if unit.finished:
                     self._finish(coordinator)
                     return
-                coordinator.step(unit.window)
+                coordinator.step(window)
         except BaseException:  # GeneratorExit too: the stream was closed early
             self._finish(coordinator, abandoned=True)
             raise
@@ -502,18 +523,7 @@ class Runner:
             streaming=True,
         )
         coordinator.attach(unit)
-        try:
-            while True:
-                if unit.stop_error is not None:
-                    unit.raise_stop()
-                yield from unit.ordered()
-                if unit.finished:
-                    self._finish(coordinator)
-                    return
-                coordinator.step(program.window)
-        except BaseException:
-            self._finish(coordinator, abandoned=True)
-            raise
+        yield from self._drive(coordinator, unit, program.window)
 
     # -- plans and executors -----------------------------------------------------------
     def _check_open(self) -> None:

@@ -11,8 +11,9 @@ import enum
 import math
 from typing import TYPE_CHECKING, Any
 
+from ._results import EventResult, EventRun
+
 if TYPE_CHECKING:
-    from ._results import EventRun
     from .flow._model import Flow
 
 __all__ = ["FlowRun", "StepRun", "StepStatus"]
@@ -79,6 +80,7 @@ class StepRun:
     """
 
     __slots__ = (
+        "_run",
         "attempts",
         "duration",
         "event_name",
@@ -86,11 +88,15 @@ class StepRun:
         "name",
         "reason",
         "route",
-        "run",
         "started",
         "status",
         "value",
     )
+
+    #: The step's event run, or (as the runtime leaves it for a one-task step) its one
+    #: :class:`EventResult`, from which ``run`` makes the :class:`EventRun` when first
+    #: asked: most flow runs are never looked at that closely.
+    _run: EventRun | EventResult | None
 
     def __init__(
         self,
@@ -110,7 +116,7 @@ class StepRun:
         self.name = name
         self.event_name = event_name
         self.status = status
-        self.run = run
+        self._run = run
         self.value = value
         self.route = route
         self.handled = handled
@@ -118,6 +124,20 @@ class StepRun:
         self.attempts = attempts
         self.started = started
         self.duration = duration
+
+    @property
+    def run(self) -> EventRun | None:
+        """The step's :class:`EventRun`, present exactly when the step ran."""
+        run = self._run
+        if isinstance(run, EventResult):
+            # A one-task step: its run is that task's result, judged as every evaluation
+            # state judges one task, over the step's duration.
+            run = self._run = EventRun(self.event_name, not run.error, [run], self.duration)
+        return run
+
+    @run.setter
+    def run(self, run: EventRun | None) -> None:
+        self._run = run
 
     def __repr__(self) -> str:
         parts = [f"{self.name} {self.status.name}"]
@@ -151,7 +171,7 @@ def _step_run(
     name: str,
     event_name: str,
     status: StepStatus,
-    run: EventRun | None,
+    run: EventRun | EventResult | None,
     value: Any,
     route: int | None,
     handled: bool,
@@ -160,19 +180,29 @@ def _step_run(
     started: float | None,
     duration: float,
 ) -> StepRun:
-    return StepRun(
-        name,
-        event_name,
-        status,
-        run=run,
-        value=value,
-        route=route,
-        handled=handled,
-        reason=reason,
-        attempts=attempts,
-        started=started,
-        duration=duration,
-    )
+    """A :class:`StepRun` from every field, positionally, in ``__init__``'s order.
+
+    Unpickling and the runtime (one per step of every flow run) use it: calling the class
+    with keywords costs about three times as much. For a one-task step ``run`` may be the
+    task's :class:`EventResult`: the :class:`EventRun` is made from it when asked for."""
+    step = StepRun.__new__(StepRun)
+    step.name = name
+    step.event_name = event_name
+    step.status = status
+    step._run = run
+    step.value = value
+    step.route = route
+    step.handled = handled
+    step.reason = reason
+    step.attempts = attempts
+    step.started = started
+    step.duration = duration
+    return step
+
+
+#: For the runtime: ``make_step_run(name, event_name, status, run, value, route, handled,
+#: reason, attempts, started, duration)``.
+make_step_run = _step_run
 
 
 class FlowRun:

@@ -15,14 +15,13 @@ retry goes through the coordinator. The coordinator never learns what a flow is.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from .._coordinator import Coordinator, Task
+from .._coordinator import Coordinator, Lane, Task
 from .._evaluation import evaluate
-from .._flowrun import FlowRun, StepRun, StepStatus
+from .._flowrun import FlowRun, StepRun, StepStatus, make_step_run
 from .._plan import Plan
 from .._results import EventResult, EventRun
 from .._units import EventRunUnit, raise_stop
@@ -35,12 +34,44 @@ if TYPE_CHECKING:
 __all__ = ["FlowMapUnit", "FlowProgram", "FlowRunUnit"]
 
 _NO_KWARGS: dict[str, Any] = {}
+#: The ``remaining`` of a run with no group: never written.
+_NO_COUNTS: list[int] = []
+_STEP = NodeKind.STEP
+_SEQUENCE = NodeKind.SEQUENCE
+_PARALLEL = NodeKind.PARALLEL
+_SUCCEEDED = StepStatus.SUCCEEDED
+_FAILED = StepStatus.FAILED
+
+#: Per step: name, event name, node, feed, source, entry, plan, ``"name:"`` (its task-id
+#: part), whether its parent is a group (its task goes out at once), stop_on_exception,
+#: ``"name:0"`` (the index of a one-task step's task: its id after the run's prefix).
+_StepRow = tuple[str, str, int, Feed, int, bool, Plan, str, bool, bool, str]
+#: Per node, for finishing it: parent (-1 for the root), the parent's kind (None for the
+#: root), slot, optional, and the next item when the parent is a sequence (else -1).
+_Link = tuple[int, "NodeKind | None", int, bool, int]
+#: Per node, for entering it: kind, step (-1 unless a STEP), children.
+_Entry = tuple[NodeKind, int, tuple[int, ...]]
 
 
 class FlowProgram:
-    """A compiled flow with a :class:`Plan` per step, for one runner."""
+    """A compiled flow with a :class:`Plan` per step, for one runner.
 
-    __slots__ = ("_bindings", "flow", "plan", "step_plans", "window")
+    It also keeps, worked out once, the plan read as flat tuples per step and per node
+    (``rows``, ``links``, ``entries``): a flow run reads them at every step.
+    """
+
+    __slots__ = (
+        "_bindings",
+        "entries",
+        "flow",
+        "groups",
+        "links",
+        "parts",
+        "plan",
+        "rows",
+        "step_plans",
+        "window",
+    )
 
     def __init__(self, flow: Flow, plan: FlowPlan, step_plans: list[Plan], window: int) -> None:
         self.flow = flow
@@ -54,6 +85,42 @@ class FlowProgram:
                     f"a flow cannot begin with {step.feed.value} (pipe/each): nothing comes "
                     f"before step {step.name!r} to give it a value: {flow}"
                 )
+        nodes = plan.nodes
+        self.rows: tuple[_StepRow, ...] = tuple(
+            (
+                step.name,
+                step.event.__name__,
+                step.node,
+                step.feed,
+                step.source,
+                step.entry,
+                step_plans[step.index],
+                f"{step.name}:",
+                nodes[step.node].parent >= 0
+                and nodes[nodes[step.node].parent].kind is NodeKind.PARALLEL,
+                bool(step_plans[step.index].settings.stop_on_exception),
+                f"{step.name}:0",
+            )
+            for step in plan.steps
+        )
+        #: A one-task step's task index (``"name:0"``) to the step's index.
+        self.parts = {row[10]: index for index, row in enumerate(self.rows)}
+        links: list[_Link] = []
+        for node in nodes:
+            if node.parent < 0:
+                links.append((-1, None, node.slot, node.optional, -1))
+                continue
+            parent = nodes[node.parent]
+            following = -1
+            if parent.kind is NodeKind.SEQUENCE and node.slot + 1 < len(parent.children):
+                following = parent.children[node.slot + 1]
+            links.append((parent.index, parent.kind, node.slot, node.optional, following))
+        self.links: tuple[_Link, ...] = tuple(links)
+        self.entries: tuple[_Entry, ...] = tuple(
+            (node.kind, node.step, node.children) for node in nodes
+        )
+        #: The flow has a group: its runs count members down.
+        self.groups = any(node.kind is NodeKind.PARALLEL for node in nodes)
 
     def bind(self, args: tuple[Any, ...], inputs: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
         """Check the call's arguments against every step (once per shape of call) and
@@ -67,6 +134,21 @@ class FlowProgram:
         return received
 
 
+def _run_failure_reason(run: EventRun) -> str:
+    """Why a step whose event run failed did."""
+    errors = run.errors
+    if not errors:
+        return f"{run.event_name} failed: no task succeeded"
+    return _failure_reason(run.event_name, errors[0])
+
+
+def _failure_reason(event_name: str, first: EventResult) -> str:
+    """Why a step failed, ``first`` being its first failed result."""
+    if first.exception is not None:
+        return f"{event_name} failed: {describe_exception(first.exception)}"
+    return f"{event_name} failed: returned (False, {first.content!r})"
+
+
 class FlowRunUnit:
     """One run of a flow over one set of arguments.
 
@@ -76,8 +158,35 @@ class FlowRunUnit:
         args: positional arguments for the entry steps.
         inputs: named inputs, by parameter name.
         task_prefix: prefixed to task ids (``3:`` gives ``3:Fetch:0``).
-        on_complete: called once with the :class:`FlowRun`.
+        on_complete: called once with this unit when its ``result`` is set.
+        on_stop: called once with this unit when a step stopped it.
+        received: ``program.bind(args, inputs)``, when the caller has it already.
     """
+
+    __slots__ = (
+        "args",
+        "coordinator",
+        "draining",
+        "failed",
+        "finished",
+        "index",
+        "inputs",
+        "lanes",
+        "ok",
+        "on_complete",
+        "on_stop",
+        "program",
+        "received",
+        "remaining",
+        "result",
+        "started",
+        "steps",
+        "stop_error",
+        "stopping_step",
+        "task_prefix",
+        "units",
+        "values",
+    )
 
     def __init__(
         self,
@@ -85,13 +194,13 @@ class FlowRunUnit:
         program: FlowProgram,
         args: tuple[Any, ...],
         inputs: Mapping[str, Any],
-        *,
-        task_prefix: str,
-        on_complete: Callable[[FlowRun], None] | None = None,
+        task_prefix: str = "",
+        on_complete: Callable[[FlowRunUnit], None] | None = None,
         on_stop: Callable[[FlowRunUnit], None] | None = None,
+        received: tuple[tuple[str, ...], ...] | None = None,
+        lanes: list[Lane | None] | None = None,
     ) -> None:
-        plan = program.plan
-        self.received = program.bind(args, inputs)
+        self.received = program.bind(args, inputs) if received is None else received
         self.coordinator = coordinator
         self.program = program
         self.args = args
@@ -100,15 +209,27 @@ class FlowRunUnit:
         self.on_complete = on_complete
         self.on_stop = on_stop
         self.draining = False
-        size = len(plan.nodes)
+        size = len(program.links)
         self.values: list[Any] = [None] * size
-        self.ok: list[bool] = [False] * size
-        self.remaining: list[int] = [0] * size
-        self.steps: list[StepRun | None] = [None] * len(plan.steps)
-        self.units: dict[int, EventRunUnit | StepTask] = {}
-        self.finished: deque[int] = deque()
+        #: Per node, 1 when it succeeded (or is tolerated); bytes hold no references,
+        #: so the collector never looks at them.
+        self.ok = bytearray(size)
+        self.remaining: list[int] = [0] * size if program.groups else _NO_COUNTS
+        self.steps: list[StepRun | None] = [None] * len(program.rows)
+        #: What runs each step in flight: an event-run unit, or for a one-task step on a
+        #: pool (its task owned by this unit) the time it started.
+        self.units: dict[int, EventRunUnit | float] = {}
+        #: Each step's lane, shared by the runs of a map (looked up once per call).
+        self.lanes = lanes
+        #: Nodes finished and not yet moved on from, oldest first (a list: most runs
+        #: never hold more than one at a time).
+        self.finished: list[int] = []
         self.stop_error: BaseException | None = None
         self.stopping_step = -1
+        #: Some step FAILED (tolerated or not): the run's success needs a closer look.
+        self.failed = False
+        #: Its place among the runs of a map.
+        self.index = 0
         self.started = coordinator.clock.monotonic()
         self.result: FlowRun | None = None
 
@@ -120,7 +241,8 @@ class FlowRunUnit:
             self._enter(0)
         finally:
             self.draining = False
-        self._drain()
+        if self.finished:
+            self._drain()
 
     def _drain(self) -> None:
         """Move on from every finished node. Entering a node may finish others at once
@@ -131,62 +253,96 @@ class FlowRunUnit:
         try:
             finished = self.finished
             while finished and self.stop_error is None:
-                self._finish(finished.popleft())
+                self._finish(finished.pop(0))
+        finally:
+            self.draining = False
+
+    def _drain_from(self, node: int) -> None:
+        """``node`` finished: move on from it, then from whatever that finishes. The same
+        as queueing it and draining (outside a drain, nothing else is queued)."""
+        if self.draining or self.stop_error is not None:
+            self.finished.append(node)
+            return
+        self.draining = True
+        try:
+            self._finish(node)
+            finished = self.finished
+            while finished and self.stop_error is None:
+                self._finish(finished.pop(0))
         finally:
             self.draining = False
 
     def _enter(self, index: int) -> None:
         """Enter ``index`` and everything a group or sequence enters with it, iteratively."""
-        nodes = self.program.plan.nodes
+        entries = self.program.entries
+        kind, step, children = entries[index]
+        if kind is _STEP:
+            self._start_step(step)
+            return
         stack = [index]
         while stack:
-            node = nodes[stack.pop()]
-            kind = node.kind
-            if kind is NodeKind.STEP:
-                self._start_step(node.step)
-            elif kind is NodeKind.PARALLEL:
-                self.remaining[node.index] = len(node.children)
-                stack.extend(reversed(node.children))
+            index = stack.pop()
+            kind, step, children = entries[index]
+            if kind is _STEP:
+                self._start_step(step)
+            elif kind is _PARALLEL:
+                self.remaining[index] = len(children)
+                stack.extend(reversed(children))
             else:  # a sequence enters its first item, a branch its subject
-                stack.append(node.children[0])
+                stack.append(children[0])
 
     # -- steps ---------------------------------------------------------------------------
     def _start_step(self, index: int) -> None:
-        plan = self.program.plan
-        planned = plan.steps[index]
-        step_plan = self.program.step_plans[index]
+        name, _, _, feed, source, entry, step_plan, part, flush, _, part0 = self.program.rows[index]
         names = self.received[index]
-        kwargs = {name: self.inputs[name] for name in names} if names else _NO_KWARGS
-        feed = planned.feed
+        kwargs = {key: self.inputs[key] for key in names} if names else _NO_KWARGS
         if feed is not Feed.EACH:
-            if planned.entry:
+            if entry:
                 args = self.args
             elif feed is Feed.PIPE:
-                args = (self.values[planned.source],)
+                args = (self.values[source],)
             else:
                 args = ()
-            started = self.coordinator.clock.monotonic()
+            coordinator = self.coordinator
+            started = coordinator.clock.monotonic()
             if step_plan.inline:
                 self._run_inline(index, step_plan, args, kwargs, started)
+                return
+            # A one-task step on a pool: its task goes straight to the coordinator, owned
+            # by this unit (no event-run unit, no input iterator), and batches with the
+            # same step of other flow runs. Its index is the step's part of the task id
+            # ("Fetch:0", after this run's prefix) and tells on_result which step it is.
+            self.units[index] = started
+            window = step_plan.window
+            task = Task(step_plan, self, part0, args, kwargs)  # type: ignore[arg-type]
+            lanes = self.lanes
+            if lanes is None:
+                coordinator.add(task, window)
             else:
-                self._submit_one(index, step_plan, args, kwargs, started)
+                lane = lanes[index]
+                if lane is None:
+                    lane = lanes[index] = coordinator.lane(step_plan)
+                coordinator.add(task, window, lane)
+            if flush:
+                # Out now, before a member declared after it (perhaps inline) runs: the
+                # members of a group start together, in declaration order.
+                coordinator.flush(step_plan, window)
             return
-        if planned.entry:
+        planned = self.program.plan.steps[index]
+        if entry:
             calls: Iterable[tuple[Any, ...]] = [self.args]
-        elif planned.feed is Feed.EACH:
-            value = self.values[planned.source]
+        else:
+            value = self.values[source]
             try:
                 items = iter(value)
             except TypeError:
                 error = TypeError(
-                    f"flow step {planned.name!r} ({planned.event.__name__}): |=> needs an "
+                    f"flow step {name!r} ({planned.event.__name__}): |=> needs an "
                     f"iterable value to fan out over, got {type(value).__name__}"
                 )
                 self._record_unrun_failure(index, error, str(error))
                 return
             calls = ((item,) for item in items)
-        else:
-            calls = [()]
         started = self.coordinator.clock.monotonic()
         unit = EventRunUnit(
             self.coordinator,
@@ -194,7 +350,7 @@ class FlowRunUnit:
             ((args, kwargs) for args in calls),
             streaming=False,
             window=step_plan.window,
-            task_prefix=f"{self.task_prefix}{planned.name}:",
+            task_prefix=self.task_prefix + part,
             on_complete=partial(self._step_completed, index),
             on_stop=partial(self._step_stopped, index),
         )
@@ -206,42 +362,59 @@ class FlowRunUnit:
             self.coordinator.attach(unit)
         self.coordinator.flush(step_plan, step_plan.window)
 
-    def _submit_one(
+    # -- as the owner of its one-task steps' tasks -----------------------------------------
+    def admit(self) -> bool:
+        return False
+
+    def on_result(self, task: Task, result: EventResult) -> None:
+        """The task of a one-task step on a pool ended with ``result``."""
+        index = self.program.parts[task.index]  # type: ignore[index]
+        started = cast(float, self.units.pop(index))
+        row = self.program.rows[index]
+        coordinator = self.coordinator
+        duration = coordinator.clock.monotonic() - started
+        hooks = coordinator.hooks
+        if hooks is not None and hooks.on_run:
+            # One task: every evaluation state says success exactly when it succeeded.
+            run = EventRun(row[6].name, not result.error, [result], duration)
+            hooks.emit_run(run)
+            node = self._one_step(index, row, run, result, started, duration)
+        else:
+            node = self._one_step(index, row, result, result, started, duration)
+        if result.exception is not None and row[9]:
+            self._stopped(result.exception, index)
+        self._drain_from(node)
+
+    def _one_step(
         self,
         index: int,
-        step_plan: Plan,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        row: _StepRow,
+        run: EventRun | EventResult,
+        result: EventResult,
         started: float,
-    ) -> None:
-        """A one-task step on a pool: its task goes straight to the coordinator, owned by a
-        :class:`StepTask` (no event-run unit, no input iterator), and batches with the same
-        step of other flow runs."""
-        planned = self.program.plan.steps[index]
-        owner = StepTask(self, index, f"{self.task_prefix}{planned.name}:", started)
-        self.units[index] = owner
-        coordinator = self.coordinator
-        coordinator.add(Task(step_plan, owner, 0, args, kwargs), step_plan.window)
-        node = self.program.plan.nodes[planned.node]
-        if node.parent >= 0 and self.program.plan.nodes[node.parent].kind is NodeKind.PARALLEL:
-            # Out now, before a member declared after it (perhaps inline) runs: the
-            # members of a group start together, in declaration order.
-            coordinator.flush(step_plan, step_plan.window)
-
-    def _one_done(self, owner: StepTask, result: EventResult) -> None:
-        index = owner.index
-        self.units.pop(index, None)
-        step_plan = self.program.step_plans[index]
-        duration = self.coordinator.clock.monotonic() - owner.started
-        # One task: every evaluation state says success exactly when the task succeeded.
-        run = EventRun(step_plan.name, not result.error, [result], duration)
-        hooks = self.coordinator.hooks
-        if hooks is not None and hooks.on_run:
-            hooks.emit_run(run)
-        self._step_done(index, run, started=owner.started)
-        if result.exception is not None and step_plan.settings.stop_on_exception:
-            self._stopped(result.exception, index)
-        self._drain()
+        duration: float,
+    ) -> int:
+        """A one-task step (no ``|=>``) ended with ``result``: record it; return its node
+        (finished, for the caller to queue or move on from). ``run`` is its EventRun, or
+        ``result`` again: the StepRun makes the EventRun when asked for it."""
+        node = row[2]
+        value = result.content
+        if result.error:
+            self.failed = True
+            self.steps[index] = make_step_run(
+                row[0], row[1], _FAILED, run, value, None, False,
+                _failure_reason(row[1], result), result.attempts, started - self.started,
+                duration,
+            )  # fmt: skip
+            self.ok[node] = False
+        else:
+            self.steps[index] = make_step_run(
+                row[0], row[1], _SUCCEEDED, run, value, None, False, None,
+                result.attempts, started - self.started, duration,
+            )  # fmt: skip
+            self.ok[node] = True
+        self.values[node] = value
+        return node
 
     def _step_completed(self, index: int, run: EventRun) -> None:
         self._step_done(index, run)
@@ -260,6 +433,7 @@ class FlowRunUnit:
         if coordinator.progress is not None:
             coordinator.progress.submitted()
         kind, value = attempt(step_plan.event, args, kwargs, step_plan.retry_on)
+        row = self.program.rows[index]
         if kind == RETRY:
             unit = EventRunUnit(
                 self.coordinator,
@@ -267,7 +441,7 @@ class FlowRunUnit:
                 iter(()),
                 streaming=False,
                 window=step_plan.window,
-                task_prefix=f"{self.task_prefix}{self.program.plan.steps[index].name}:",
+                task_prefix=self.task_prefix + row[7],
                 on_complete=partial(self._step_completed, index),
                 on_stop=partial(self._step_stopped, index),
             )
@@ -279,28 +453,31 @@ class FlowRunUnit:
             self.coordinator.resume(Task(step_plan, unit, 0, args, kwargs), kind, value, started)
             return
         duration = coordinator.clock.monotonic() - started
-        task_id = f"{self.task_prefix}{self.program.plan.steps[index].name}:0"
+        task_id = f"{self.task_prefix}{row[7]}0"
         name = step_plan.name
         if kind == OK:
             ok, content = value
             result = EventResult(not ok, content, None, task_id, name, 1, duration)
         else:
             result = EventResult(True, value, value, task_id, name, 1, duration)
-        run = EventRun(name, not result.error, [result], duration)
         if coordinator.observed:
             coordinator.observe(result)
         hooks = coordinator.hooks
         if hooks is not None and hooks.on_run:
+            run = EventRun(name, not result.error, [result], duration)
             hooks.emit_run(run)
-        self._step_done(index, run, started=started)
-        if result.exception is not None and step_plan.settings.stop_on_exception:
+            node = self._one_step(index, row, run, result, started, duration)
+        else:
+            node = self._one_step(index, row, result, result, started, duration)
+        self.finished.append(node)  # inline steps start inside a drain: it moves on
+        if result.exception is not None and row[9]:
             self._stopped(result.exception, index)
 
     def _step_done(self, index: int, run: EventRun, started: float | None = None) -> None:
         planned = self.program.plan.steps[index]
         unit = self.units.pop(index, None)
         if started is None:
-            started = unit.started if unit is not None else self.started
+            started = unit.started if isinstance(unit, EventRunUnit) else self.started
         results = run.results
         if planned.feed is Feed.EACH:
             value: Any = [r.content for r in results]
@@ -311,33 +488,28 @@ class FlowRunUnit:
         else:
             value, attempts = None, 0
         success = run.success
-        self.steps[index] = StepRun(
+        if not success:
+            self.failed = True
+        self.steps[index] = make_step_run(
             planned.name,
             run.event_name,
-            StepStatus.SUCCEEDED if success else StepStatus.FAILED,
-            run=run,
-            value=value,
-            reason=None if success else self._failure_reason(run),
-            attempts=attempts,
-            started=started - self.started,
-            duration=run.duration,
+            _SUCCEEDED if success else _FAILED,
+            run,
+            value,
+            None,
+            False,
+            None if success else _run_failure_reason(run),
+            attempts,
+            started - self.started,
+            run.duration,
         )
         self.values[planned.node] = value
         self.ok[planned.node] = run.success
         self.finished.append(planned.node)
 
-    @staticmethod
-    def _failure_reason(run: EventRun) -> str:
-        errors = run.errors
-        if not errors:
-            return f"{run.event_name} failed: no task succeeded"
-        first = errors[0]
-        if first.exception is not None:
-            return f"{run.event_name} failed: {describe_exception(first.exception)}"
-        return f"{run.event_name} failed: returned (False, {first.content!r})"
-
     def _record_unrun_failure(self, index: int, value: Any, reason: str) -> None:
         planned = self.program.plan.steps[index]
+        self.failed = True
         self.steps[index] = StepRun(
             planned.name, planned.event.__name__, StepStatus.FAILED, value=value, reason=reason
         )
@@ -358,25 +530,30 @@ class FlowRunUnit:
     # -- finishing nodes -----------------------------------------------------------------
     def _finish(self, index: int) -> None:
         """``index`` finished (its ``ok`` and ``values`` are set): move on from it."""
-        nodes = self.program.plan.nodes
-        node = nodes[index]
-        if not self.ok[index] and node.optional:
+        parent, kind, slot, optional, following = self.program.links[index]
+        ok = self.ok
+        if not ok[index] and optional:
             self._tolerate(index)
-        if node.parent < 0:
+        if parent < 0:
             self._complete()
-            return
-        parent = nodes[node.parent]
-        kind = parent.kind
-        if kind is NodeKind.SEQUENCE:
-            self._after_item(parent.index, node.slot)
-        elif kind is NodeKind.PARALLEL:
-            self._after_member(parent.index)
-        elif node.slot == 0:
-            self._route(parent.index)
+        elif kind is _SEQUENCE:
+            if following >= 0 and ok[index]:  # the next item (the common case, in place)
+                self.values[parent] = self.values[index]
+                kind, step, _ = self.program.entries[following]
+                if kind is _STEP:
+                    self._start_step(step)
+                else:
+                    self._enter(following)
+            else:
+                self._after_item(parent, slot)
+        elif kind is _PARALLEL:
+            self._after_member(parent)
+        elif slot == 0:
+            self._route(parent)
         else:  # the chosen arm finished: so did the branch
-            self.values[parent.index] = self.values[index]
-            self.ok[parent.index] = self.ok[index]
-            self.finished.append(parent.index)
+            self.values[parent] = self.values[index]
+            ok[parent] = ok[index]
+            self.finished.append(parent)
 
     def _tolerate(self, index: int) -> None:
         self.ok[index] = True
@@ -423,7 +600,7 @@ class FlowRunUnit:
         nodes = self.program.plan.nodes
         node = nodes[branch]
         subject = nodes[node.children[0]]
-        subject_ok = self.ok[subject.index]
+        subject_ok = bool(self.ok[subject.index])
         code, problem = self._code(subject.index, subject_ok)
         step = self.steps[subject.step] if subject.kind is NodeKind.STEP else None
         if step is not None and problem is None:
@@ -441,6 +618,7 @@ class FlowRunUnit:
             # The step fails (tolerated if it is optional); a failed step's arm is 0's.
             tolerated = subject.optional
             if step is not None:
+                self.failed = True
                 step.status = StepStatus.FAILED
                 step.reason = problem
                 step.handled = tolerated
@@ -492,32 +670,35 @@ class FlowRunUnit:
         return self.program.plan.steps[self.program.plan.nodes[index].steps[0]].name
 
     def _mark(self, indices: range, status: StepStatus, reason: str) -> None:
-        planned = self.program.plan.steps
+        rows = self.program.rows
+        steps = self.steps
         for j in indices:
-            if self.steps[j] is None:
-                self.steps[j] = StepRun(
-                    planned[j].name, planned[j].event.__name__, status, reason=reason
+            if steps[j] is None:
+                name, event_name = rows[j][:2]
+                steps[j] = make_step_run(
+                    name, event_name, status, None, None, None, False, reason, 0, None, 0.0
                 )
 
     def _complete(self) -> None:
         steps = self._final_steps(StepStatus.SKIPPED, "the flow run ended first")
-        success = self.ok[0] and not any(
-            s.status is StepStatus.FAILED and not s.handled for s in steps
+        success = bool(self.ok[0]) and not (
+            self.failed and any(s.status is StepStatus.FAILED and not s.handled for s in steps)
         )
-        elapsed = self.coordinator.clock.monotonic() - self.started
-        self.result = FlowRun(success, steps, self.values[0], elapsed, self.program.flow)
-        self._report(self.result)
+        coordinator = self.coordinator
+        elapsed = coordinator.clock.monotonic() - self.started
+        result = self.result = FlowRun(success, steps, self.values[0], elapsed, self.program.flow)
+        if coordinator.hooks is not None:
+            self._report(result)
         if self.on_complete is not None:
-            self.on_complete(self.result)
+            self.on_complete(self)
 
     def _final_steps(self, status: StepStatus, reason: str) -> list[StepRun]:
-        planned = self.program.plan.steps
-        return [
-            step
-            if step is not None
-            else StepRun(planned[j].name, planned[j].event.__name__, status, reason=reason)
-            for j, step in enumerate(self.steps)
-        ]
+        """Every step's record, the ones that have none given ``status``. When every step
+        has one, that is ``self.steps`` itself (the run is over: nothing changes it)."""
+        steps = self.steps
+        if None in steps:
+            self._mark(range(len(steps)), status, reason)
+        return cast("list[StepRun]", steps)
 
     def _report(self, run: FlowRun) -> None:
         """Every step to ``on_step`` hooks, in text order, then the run to ``on_flow``."""
@@ -535,9 +716,15 @@ class FlowRunUnit:
         """The run as it stands, after a stop: running steps CANCELLED, the rest SKIPPED."""
         planned = self.program.plan.steps
         for index, unit in list(self.units.items()):
-            if isinstance(unit, EventRunUnit) and (
-                index == self.stopping_step or unit.stop_error is not None
-            ):
+            if not isinstance(unit, EventRunUnit):  # a one-task step's task, in flight
+                self.steps[index] = StepRun(
+                    planned[index].name,
+                    planned[index].event.__name__,
+                    StepStatus.CANCELLED,
+                    reason="cancelled: the flow run stopped",
+                    started=unit - self.started,
+                )
+            elif index == self.stopping_step or unit.stop_error is not None:
                 run = unit.partial_run()
                 self.steps[index] = StepRun(
                     planned[index].name,
@@ -564,8 +751,14 @@ class FlowRunUnit:
         return FlowRun(False, steps, None, elapsed, self.program.flow)
 
     def cancel(self) -> None:
+        tasks = False
         for unit in self.units.values():
-            self.coordinator.cancel(unit)
+            if isinstance(unit, EventRunUnit):
+                self.coordinator.cancel(unit)
+            else:
+                tasks = True
+        if tasks:  # the one-task steps' tasks in flight are this unit's own
+            self.coordinator.cancel(self)
 
     def raise_stop(self) -> None:
         cause = self.stop_error
@@ -579,24 +772,6 @@ class FlowRunUnit:
         )
         self._report(run)
         raise_stop(run, f"flow step {name!r}", cause)
-
-
-class StepTask:
-    """The owner of a one-task step's task: hands its result to the flow run."""
-
-    __slots__ = ("flow", "index", "started", "task_prefix")
-
-    def __init__(self, flow: FlowRunUnit, index: int, task_prefix: str, started: float) -> None:
-        self.flow = flow
-        self.index = index
-        self.task_prefix = task_prefix
-        self.started = started
-
-    def admit(self) -> bool:
-        return False
-
-    def on_result(self, task: Task, result: EventResult) -> None:
-        self.flow._one_done(self, result)
 
 
 class FlowMapUnit:
@@ -632,35 +807,51 @@ class FlowMapUnit:
         self.admitted = 0
         self.stop_error: BaseException | None = None
         self.stopped_unit: FlowRunUnit | None = None
+        #: Each step's lane on the coordinator, looked up by the first run that needs it.
+        self.lanes: list[Lane | None] = [None] * len(program.rows)
 
     def admit(self) -> bool:
         inputs = self.inputs
         if inputs is None:
             return False
-        while len(self.running) + len(self.done) < self.window and self.stop_error is None:
+        coordinator = self.coordinator
+        program = self.program
+        named = self.named
+        prefix = self.call_prefix
+        running = self.running
+        done = self.done
+        window = self.window
+        on_complete = self._done
+        on_stop = self._stopped
+        lanes = self.lanes
+        # Every input of a map has the same shape: the arguments are bound once.
+        width = -1
+        received: tuple[tuple[str, ...], ...] | None = None
+        while len(running) + len(done) < window and self.stop_error is None:
             try:
                 args = next(inputs)
             except StopIteration:
                 self.inputs = None
                 return False
+            if len(args) != width:
+                received = program.bind(args, named)
+                width = len(args)
             index = self.admitted
-            self.admitted += 1
+            self.admitted = index + 1
             unit = FlowRunUnit(
-                self.coordinator,
-                self.program,
-                args,
-                self.named,
-                task_prefix=f"{self.call_prefix}{index}:",
-                on_complete=partial(self._done, index),
-                on_stop=self._stopped,
-            )
-            self.running[index] = unit
+                coordinator, program, args, named, f"{prefix}{index}:", on_complete, on_stop,
+                received, lanes,
+            )  # fmt: skip
+            unit.index = index
+            running[index] = unit
             unit.start()
         return self.stop_error is None
 
-    def _done(self, index: int, run: FlowRun) -> None:
-        self.running.pop(index, None)
-        self.done[index] = run
+    def _done(self, unit: FlowRunUnit) -> None:
+        index = unit.index
+        del self.running[index]
+        assert unit.result is not None
+        self.done[index] = unit.result
 
     def _stopped(self, unit: FlowRunUnit) -> None:
         if self.stop_error is None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .._coordinator import Coordinator, Lane, Task
 from .._evaluation import evaluate
@@ -63,6 +63,7 @@ class FlowProgram:
     __slots__ = (
         "_bindings",
         "entries",
+        "first",
         "flow",
         "groups",
         "links",
@@ -121,6 +122,14 @@ class FlowProgram:
         )
         #: The flow has a group: its runs count members down.
         self.groups = any(node.kind is NodeKind.PARALLEL for node in nodes)
+        #: Per node, the one step entering it starts (down first items and subjects),
+        #: or -1 when that reaches a group.
+        first: list[int] = []
+        for node in nodes:
+            while node.kind is NodeKind.SEQUENCE or node.kind is NodeKind.BRANCH:
+                node = nodes[node.children[0]]
+            first.append(node.step if node.kind is NodeKind.STEP else -1)
+        self.first: tuple[int, ...] = tuple(first)
 
     def bind(self, args: tuple[Any, ...], inputs: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
         """Check the call's arguments against every step (once per shape of call) and
@@ -265,7 +274,27 @@ class FlowRunUnit:
             return
         self.draining = True
         try:
-            self._finish(node)
+            # What _finish does for an item of a sequence that succeeded, in place: enter
+            # the next item, or (the last) finish the sequence and move on from it at once
+            # (nothing else is queued, so that is the queue's order too).
+            program = self.program
+            links = program.links
+            ok = self.ok
+            while True:
+                parent, kind, _, _, following = links[node]
+                if kind is not _SEQUENCE or not ok[node]:
+                    self._finish(node)
+                    break
+                self.values[parent] = self.values[node]
+                if following >= 0:
+                    step = program.first[following]
+                    if step >= 0:
+                        self._start_step(step)
+                    else:
+                        self._enter(following)
+                    break
+                ok[parent] = True
+                node = parent
             finished = self.finished
             while finished and self.stop_error is None:
                 self._finish(finished.pop(0))
@@ -274,11 +303,11 @@ class FlowRunUnit:
 
     def _enter(self, index: int) -> None:
         """Enter ``index`` and everything a group or sequence enters with it, iteratively."""
-        entries = self.program.entries
-        kind, step, children = entries[index]
-        if kind is _STEP:
+        step = self.program.first[index]
+        if step >= 0:  # no group on the way down: one step starts
             self._start_step(step)
             return
+        entries = self.program.entries
         stack = [index]
         while stack:
             index = stack.pop()
@@ -369,7 +398,7 @@ class FlowRunUnit:
     def on_result(self, task: Task, result: EventResult) -> None:
         """The task of a one-task step on a pool ended with ``result``."""
         index = self.program.parts[task.index]  # type: ignore[index]
-        started = cast(float, self.units.pop(index))
+        started: float = self.units.pop(index)  # type: ignore[assignment]  # not a unit
         row = self.program.rows[index]
         coordinator = self.coordinator
         duration = coordinator.clock.monotonic() - started
@@ -379,8 +408,16 @@ class FlowRunUnit:
             run = EventRun(row[6].name, not result.error, [result], duration)
             hooks.emit_run(run)
             node = self._one_step(index, row, run, result, started, duration)
-        else:
+        elif result.error:
             node = self._one_step(index, row, result, result, started, duration)
+        else:  # _one_step's success, in place: the common case
+            node = row[2]
+            value = self.values[node] = result.content
+            self.ok[node] = True
+            self.steps[index] = make_step_run(
+                row[0], row[1], _SUCCEEDED, result, value, None, False, None,
+                result.attempts, started - self.started, duration,
+            )  # fmt: skip
         if result.exception is not None and row[9]:
             self._stopped(result.exception, index)
         self._drain_from(node)
@@ -539,8 +576,8 @@ class FlowRunUnit:
         elif kind is _SEQUENCE:
             if following >= 0 and ok[index]:  # the next item (the common case, in place)
                 self.values[parent] = self.values[index]
-                kind, step, _ = self.program.entries[following]
-                if kind is _STEP:
+                step = self.program.first[following]
+                if step >= 0:
                     self._start_step(step)
                 else:
                     self._enter(following)
@@ -698,7 +735,7 @@ class FlowRunUnit:
         steps = self.steps
         if None in steps:
             self._mark(range(len(steps)), status, reason)
-        return cast("list[StepRun]", steps)
+        return steps  # type: ignore[return-value]  # no None left
 
     def _report(self, run: FlowRun) -> None:
         """Every step to ``on_step`` hooks, in text order, then the run to ``on_flow``."""

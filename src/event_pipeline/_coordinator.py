@@ -97,6 +97,21 @@ def _start_poll(timeout: float) -> float:
     return min(timeout, WAIT_SLICE) / 4
 
 
+#: Re-running a group of suspects that breaks its pool again costs a fresh worker (a
+#: process start, a good fraction of a second); re-running them one at a time costs a
+#: round trip each. Groups that would take less than this go one task at a time.
+SUSPECT_GROUP_SECONDS = 0.25
+
+
+def _suspect_groups(tasks: list[Task]) -> list[list[Task]]:
+    """``tasks`` as groups to re-run apart: whole when they take long (halved on a break,
+    so few fresh workers are needed), one by one when they are quick."""
+    per_task = tasks[0].plan.per_task if tasks else None
+    if len(tasks) > 1 and (per_task is None or len(tasks) * per_task < SUSPECT_GROUP_SECONDS):
+        return [[task] for task in tasks]
+    return [tasks]
+
+
 class Clock:
     """Time as the runner sees it: a seam so tests can drive retries without sleeping."""
 
@@ -851,12 +866,12 @@ class Coordinator:
         if isolated:
             # The culprit is in this group: halve it, and try the halves in turn.
             middle = len(tasks) // 2
-            lane.suspects.appendleft(tasks[middle:])
-            lane.suspects.appendleft(tasks[:middle])
+            lane.suspects.extendleft(reversed(_suspect_groups(tasks[middle:])))
+            lane.suspects.extendleft(reversed(_suspect_groups(tasks[:middle])))
             return
         for task in tasks:
             task.isolate = True
-        lane.suspects.append(tasks)
+        lane.suspects.extend(_suspect_groups(tasks))
 
     def _charge(self, tasks: list[Task], exc: BaseException, why: str) -> None:
         """End an attempt of each task with ``exc``, restated to name the event and task."""

@@ -770,7 +770,7 @@ class Coordinator:
         else:
             lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
         if tasks[0].plan.timeout is not None:
-            self.deadlines.forget(future, len(self.in_flight))
+            self.deadlines.forget(future, tasks[0].plan.timeout, len(self.in_flight))
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return

@@ -52,10 +52,18 @@ class Deadlines:
         self.due[future] = due
         heapq.heappush(self._late, (due, next(self._sequence), future))
 
-    def forget(self, future: Future[Any], in_flight: int) -> None:
-        """``future`` finished; now and then, drop the entries of finished futures."""
-        if self.due.pop(future, None) is None:
+    def forget(self, future: Future[Any], timeout: float, in_flight: int) -> None:
+        """``future`` finished: drop its entry, and those of others that finished."""
+        due = self.due
+        if due.pop(future, None) is None:
             return
+        # Attempts mostly finish in the order they started: the head is usually done.
+        # Dropping finished entries at once lets their futures die young (a queue of
+        # finished futures kept the garbage collector busy).
+        queue = self._queues.get(timeout)
+        while queue and due.get(queue[0][1]) != queue[0][0]:
+            queue.popleft()
+            self._entries -= 1
         if self._entries > 64 + 2 * in_flight:
             due = self.due
             self._entries = 0

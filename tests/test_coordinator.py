@@ -9,7 +9,6 @@ asserts what the coordinator submitted, scheduled and delivered.
 from __future__ import annotations
 
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures.process import BrokenProcessPool
@@ -18,12 +17,13 @@ from typing import Any, NamedTuple
 import pytest
 
 from event_pipeline import DefaultExecutor, EventBase, EventResult, EventRun, RetryPolicy
-from event_pipeline._coordinator import Clock, Coordinator, Task
+from event_pipeline._coordinator import Coordinator, Task
 from event_pipeline._event import settings_of
 from event_pipeline._executors import ExecutorCache
 from event_pipeline._plan import Plan
 from event_pipeline._units import EventRunUnit
 from event_pipeline._worker import FATAL, OK, RETRY
+from hand_clock import HandClock
 
 #: Seconds a hand-completed batch claims it took: long enough that batching stays at one
 #: task per work item unless a test says otherwise.
@@ -76,25 +76,6 @@ class HandExecutor(Executor):
 
     def pending(self) -> list[Submission]:
         return [s for s in self.submissions if not s.future.done()]
-
-
-class HandClock(Clock):
-    """Time moves only when the test moves it, or when the coordinator sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:  # type: ignore[override]
-        return self.now
-
-    def sleep(self, seconds: float, wake: threading.Event) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def wait(self, wake: threading.Event, timeout: float) -> None:
-        self.waits.append(timeout)
 
 
 class RecordingUnit(EventRunUnit):

@@ -34,13 +34,14 @@ from event_pipeline import (
     StepStatus,
 )
 from event_pipeline._async import RunCancelled
-from event_pipeline._coordinator import Clock, Coordinator
+from event_pipeline._coordinator import Coordinator
 from event_pipeline._event import settings_of
 from event_pipeline._executors import ExecutorCache
 from event_pipeline._plan import Plan
 from event_pipeline._units import EventRunUnit
 from event_pipeline._worker import OK
 from event_pipeline.flow import parallel, pipe, step
+from hand_clock import HandClock
 from leaks import leftovers
 
 
@@ -84,23 +85,6 @@ class LoopLike(Executor):
     def cancel_running(self, future: Future[Any]) -> bool:
         self.cancelled.append(future)
         return True
-
-
-class HandClock(Clock):
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:  # type: ignore[override]
-        return self.now
-
-    def sleep(self, seconds: float, wake: threading.Event) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    def wait(self, wake: threading.Event, timeout: float) -> None:
-        self.waits.append(timeout)
 
 
 class Rig:

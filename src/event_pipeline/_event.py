@@ -354,7 +354,11 @@ class EventBase(metaclass=_EventMeta):
     @classmethod
     def run(cls, /, *args: Any, **kwargs: Any) -> EventRun:
         """Run one task, ``process(*args, **kwargs)``, on the default runner."""
-        return _default_runner().run(cls, *args, **kwargs)
+        # The runner read inline: this is the one call per task that users make directly.
+        runner = _runners.default
+        if runner is None:
+            runner = _default_runner()
+        return runner.run(cls, *args, **kwargs)
 
     @classmethod
     def map(cls, /, *iterables: Iterable[Any]) -> EventRun:

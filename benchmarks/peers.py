@@ -73,6 +73,8 @@ if str(HERE) not in sys.path:
 if (SRC / "event_pipeline" / "__init__.py").is_file() and str(SRC) not in sys.path:
     sys.path.insert(1, str(SRC))
 
+from _machine import cores, cpu_model  # noqa: E402
+
 try:
     import _peer_events as E
 
@@ -826,24 +828,6 @@ HEADER = [
 ]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _cores() -> str:
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 0
-    return f"{available} available to this process, {os.cpu_count()} total"
-
-
 def _git_revision() -> str:
     if SRC != REPO / "src":
         return "not this repository's src (--src)"
@@ -1017,7 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         ("Command", f"`{command}`" + (" (QUICK: small sizes, not a record)" if args.quick else "")),
         ("Date", started.strftime("%Y-%m-%d %H:%M UTC")),
-        ("Machine", f"{_cpu_model()}; {_cores()}; {platform.system()} {platform.release()}"),
+        ("Machine", f"{cpu_model()}; {cores()}; {platform.system()} {platform.release()}"),
         ("Python", f"{platform.python_implementation()} {platform.python_version()}"),
         (
             "Library",

@@ -61,6 +61,8 @@ if str(HERE) not in sys.path:
 if (SRC / "event_pipeline" / "__init__.py").is_file() and str(SRC) not in sys.path:
     sys.path.insert(1, str(SRC))
 
+from _machine import cores, cpu_model  # noqa: E402
+
 try:
     import _events
 
@@ -1130,24 +1132,6 @@ def profile_figure(name: str, ctx: Context, top: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
-
-
-def _cores() -> str:
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 0
-    return f"{available} available to this process (os.sched_getaffinity), {os.cpu_count()} total"
-
-
 def _git_revision() -> str:
     try:
         head = subprocess.run(
@@ -1201,8 +1185,8 @@ def machine_lines(
     return [
         ("Command", command),
         ("Date", started.strftime("%Y-%m-%d %H:%M UTC")),
-        ("CPU", _cpu_model()),
-        ("Cores", _cores()),
+        ("CPU", cpu_model()),
+        ("Cores", cores()),
         ("OS", f"{platform.system()} {platform.release()}"),
         (
             "Python",

@@ -525,7 +525,7 @@ def test_run_batch_async_concurrent_and_in_order() -> None:
         items = [((room, count, i), {}) for i in range(count)]
         return await asyncio.wait_for(run_batch_async(WaitsForAll, items, None), WAIT)
 
-    elapsed, outcomes = run(main())
+    elapsed, outcomes, _ = run(main())
     assert outcomes == [(OK, (True, i)) for i in range(count)]
     assert elapsed >= 0
 
@@ -533,18 +533,19 @@ def test_run_batch_async_concurrent_and_in_order() -> None:
 def test_run_batch_async_single_item_and_failures() -> None:
     """A batch of one works, and a failing attempt is an outcome, not an exception."""
     error = PlannedError("x")
-    _, outcomes = run(run_batch_async(Raises, [((error,), {})], (PlannedError,)))
+    _, outcomes, _ = run(run_batch_async(Raises, [((error,), {})], (PlannedError,)))
     assert outcomes == [(RETRY, error)]
 
 
 def test_run_batch_async_on_the_executor(make: Callable[..., AsyncExecutor]) -> None:
     """``run_batch_async`` submitted to an AsyncExecutor returns elapsed seconds and outcomes."""
     executor = make()
-    future: Future[tuple[float, list[tuple[int, Any]]]] = executor.submit(
+    future: Future[tuple[float, list[tuple[int, Any]], bool]] = executor.submit(
         run_batch_async, Doubles, [((i,), {}) for i in range(10)], None
     )
-    elapsed, outcomes = future.result(WAIT)
+    elapsed, outcomes, plain = future.result(WAIT)
     assert outcomes == [(OK, (True, 2 * i)) for i in range(10)]
+    assert plain is False
     assert isinstance(elapsed, float)
 
 

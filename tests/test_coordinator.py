@@ -55,7 +55,7 @@ class Submission(NamedTuple):
     def complete(self, *outcomes: tuple[int, Any], elapsed: float = SLOW) -> None:
         """Finish the work item with one outcome per task, as a worker would."""
         assert len(outcomes) == len(self.items)
-        self.future.set_result((elapsed, list(outcomes)))
+        self.future.set_result((elapsed, list(outcomes), False))
 
     def succeed(self, elapsed: float = SLOW) -> None:
         self.complete(*[(OK, (True, x)) for x in self.inputs], elapsed=elapsed)
@@ -88,6 +88,10 @@ class RecordingUnit(EventRunUnit):
     def on_result(self, task: Task, result: EventResult) -> None:
         self.arrivals.append(task.index)
         super().on_result(task, result)
+
+    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
+        self.arrivals.extend(task.index for task in tasks)
+        super().on_results(tasks, results)
 
 
 class Rig:
@@ -335,6 +339,10 @@ class ChainOwner:
         self.depths.append(_depth())
         if task.index + 1 < self.length:
             self.coordinator.add(Task(self.plan, self, task.index + 1, (task.index + 1,), {}), 1)
+
+    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
+        for task, result in zip(tasks, results, strict=True):
+            self.on_result(task, result)
 
 
 def _depth() -> int:

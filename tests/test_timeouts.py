@@ -170,7 +170,7 @@ def test_timed_out_attempt_is_retried_then_fails_with_timeout_error() -> None:
     assert "Timed" in message and "u:0" in message and "2 s" in message
     assert rig.executor.cancelled == rig.executor.futures
     # A late outcome of the abandoned attempt is ignored.
-    rig.executor.futures[1].set_result((0.1, [(OK, (True, 7))]))
+    rig.executor.futures[1].set_result((0.1, [(OK, (True, 7))], False))
     rig.step()
     assert unit.run.results == [result]
 
@@ -181,7 +181,7 @@ def test_attempt_finishing_before_its_deadline_is_not_touched() -> None:
     rig.step()
     [future] = rig.executor.futures
     rig.clock.now = 101.999
-    future.set_result((1.999, [(OK, (True, 3))]))
+    future.set_result((1.999, [(OK, (True, 3))], False))
     rig.step()
     assert unit.run is not None and unit.run.success
     rig.clock.now = 150.0
@@ -199,7 +199,7 @@ def test_timed_tasks_go_one_per_work_item_each_with_its_own_deadline() -> None:
     assert rig.executor.inputs == [[0], [1], [2], [3]]
     assert rig.deadlines() == [102.0] * 4
     rig.clock.now = 101.0
-    rig.executor.futures[0].set_result((1.0, [(OK, (True, 0))]))
+    rig.executor.futures[0].set_result((1.0, [(OK, (True, 0))], False))
     rig.step()
     rig.step()
     assert rig.executor.inputs == [[0], [1], [2], [3], [4]]

@@ -427,13 +427,14 @@ async def run_batch_async(
     items: list[Item],
     retry_on: tuple[type[BaseException], ...] | None,
     noted: list[float] | None = None,
-) -> tuple[float, list[Outcome]]:
+) -> tuple[float, list[Outcome], bool]:
     """One attempt for each task of a batch, all awaited concurrently on the running loop.
 
     ``noted``, when given, receives the monotonic time the batch started.
 
     Returns:
-        The seconds the batch took, and one outcome per task, in the order of ``items``.
+        The seconds the batch took, one outcome per task in the order of ``items``, and
+        False: the outcomes are never given as plain tuples here (see ``run_batch``).
 
     Raises:
         asyncio.CancelledError: the batch was cancelled; its attempts are cancelled too.
@@ -444,7 +445,7 @@ async def run_batch_async(
     if len(items) == 1:
         args, kwargs = items[0]
         outcomes = [await attempt_async(event_class, args, kwargs, retry_on)]
-        return time.perf_counter() - started, outcomes
+        return time.perf_counter() - started, outcomes, False
     tasks = [
         _aio().ensure_future(attempt_async(event_class, args, kwargs, retry_on))
         for args, kwargs in items
@@ -457,4 +458,4 @@ async def run_batch_async(
         for task in tasks:
             task.cancel()
         raise
-    return time.perf_counter() - started, list(outcomes)
+    return time.perf_counter() - started, list(outcomes), False

@@ -171,6 +171,10 @@ class Owner(Protocol):
     def on_result(self, task: Task, result: EventResult) -> None:
         """Take the final result of ``task``."""
 
+    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
+        """Take the final results of ``tasks``, all of them this owner's, none failed with
+        an exception: what ``on_result`` would do for each, in bulk."""
+
 
 class Task:
     """One set of arguments for one event, over all its attempts."""
@@ -321,7 +325,10 @@ class Coordinator:
         self.lanes: dict[object, Lane] = {}
         self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
-        self.completed: deque[tuple[Task, EventResult]] = deque()
+        #: Final results to deliver: a task's, or a whole batch's (two lists).
+        self.completed: deque[
+            tuple[Task, EventResult] | tuple[list[Task], list[EventResult]]
+        ] = deque()
         #: When attempts with a timeout must end.
         self.deadlines = Deadlines()
         #: Futures whose attempt passed its deadline: what they return is ignored.
@@ -423,13 +430,30 @@ class Coordinator:
             completed = self.completed
             observed = self.observed
             while completed:
-                task, result = completed.popleft()
-                if not task.dropped:
+                entry = completed.popleft()
+                task, result = entry
+                if isinstance(task, list):
+                    self._deliver_batch(*entry)
+                elif not task.dropped:
                     if observed:
-                        self.observe(result)
-                    task.owner.on_result(task, result)
+                        self.observe(result)  # type: ignore[arg-type]
+                    task.owner.on_result(task, result)  # type: ignore[arg-type]
         finally:
             self.delivering = False
+
+    def _deliver_batch(self, tasks: list[Task], results: list[EventResult]) -> None:
+        """Hand over the results of a batch that came back whole (see ``_complete``)."""
+        owner = tasks[0].owner
+        if not self.observed and all([task.owner is owner for task in tasks]):
+            if not tasks[0].dropped:  # an owner's tasks are all dropped at once
+                owner.on_results(tasks, results)
+            return
+        observed = self.observed
+        for task, result in zip(tasks, results, strict=True):
+            if not task.dropped:
+                if observed:
+                    self.observe(result)
+                task.owner.on_result(task, result)
 
     def observe(self, result: EventResult) -> None:
         """Report a final result to the hooks and the progress display."""
@@ -785,7 +809,7 @@ class Coordinator:
         if exc is not None:
             self._failed(item, exc, now)
             return
-        elapsed, outcomes = future.result()
+        elapsed, outcomes, plain = future.result()
         plan = tasks[0].plan
         if tasks:
             per_task = elapsed / len(tasks)
@@ -799,26 +823,28 @@ class Coordinator:
                     task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
                 self._requeue(lane, tasks, isolated)
                 return
-            outcomes = load_outcomes(plan.name, outcomes, len(tasks))
-        completed = self.completed
+            outcomes, plain = load_outcomes(plan.name, outcomes, len(tasks), plain)
         name = plan.name
-        for task, (kind, value) in zip(tasks, outcomes, strict=False):
-            task.attempts += 1
-            if kind == OK and not isolated:
-                # The common case in one place, without a call per task: a final success
-                # or (False, value), whose result is built right here.
-                ok, content = value
-                started = task.started
-                completed.append((task, EventResult(
+        if plain and isolated:
+            outcomes = [(OK, value) for value in outcomes]
+        elif plain:
+            # The common case, in bulk: every attempt returned (bool, value), so every task
+            # is final; its result is built here, and the batch is delivered as one.
+            self.completed.append((tasks, [
+                EventResult(
                     not ok,
                     content,
                     None,
                     f"{task.owner.task_prefix}{task.index}",
                     name,
-                    task.attempts,
-                    now - (now if started is None else started),
-                )))
-                continue
+                    task.attempts + 1,
+                    now - task.started,  # type: ignore[operator]  # set when submitted
+                )
+                for task, (ok, content) in zip(tasks, outcomes, strict=False)
+            ]))
+            return
+        for task, (kind, value) in zip(tasks, outcomes, strict=False):
+            task.attempts += 1
             if kind == BASE:
                 raise value
             if isolated:

@@ -142,6 +142,15 @@ class EventRunUnit:
         if not self.pending and self.inputs is None:
             self._maybe_complete()
 
+    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
+        # None of these failed with an exception: no stop to look for.
+        self.pending -= len(tasks)
+        store = self.buffer if self.streaming else self.results
+        for task, result in zip(tasks, results, strict=True):
+            store[task.index] = result
+        if not self.pending and self.inputs is None:
+            self._maybe_complete()
+
     # -- for the driver -------------------------------------------------------------------
     @property
     def finished(self) -> bool:

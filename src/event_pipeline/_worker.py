@@ -106,10 +106,15 @@ def attempt(
     try:
         returned = event_class().process(*args, **kwargs)
     except Exception as exc:
-        if retry_on is not None and is_retryable(retry_on, exc):
-            return RETRY, exc
-        return FATAL, exc
+        return raised(exc, retry_on)
     return judge(event_class, returned)
+
+
+def raised(exc: Exception, retry_on: tuple[type[BaseException], ...] | None) -> Outcome:
+    """The outcome of an attempt that raised ``exc``."""
+    if retry_on is not None and is_retryable(retry_on, exc):
+        return RETRY, exc
+    return FATAL, exc
 
 
 #: Which executor (by id) the current thread is running a batch for: a call made from a
@@ -123,15 +128,17 @@ def run_batch(
     retry_on: tuple[type[BaseException], ...] | None,
     executor_id: int = 0,
     started: list[float] | None = None,
-) -> tuple[float, list[Outcome]]:
+) -> tuple[float, list[Any], bool]:
     """One attempt for each task of a batch, in the calling process.
 
     ``started``, when given, receives the monotonic time the batch started (the runner's
     deadline for a timed attempt counts from it).
 
     Returns:
-        The seconds the batch took (the runner sizes later batches with it), and one
-        outcome per task.
+        The seconds the batch took (the runner sizes later batches with it), what came of
+        each task, and whether every attempt returned a plain ``(bool, value)`` tuple.
+        When they all did, the entries are those tuples; otherwise each entry is an
+        outcome ``(kind, value)``.
     """
     if started is not None:
         started.append(time.monotonic())
@@ -139,10 +146,47 @@ def run_batch(
     previous = getattr(running_in, "executor", 0)
     running_in.executor = executor_id
     try:
-        outcomes = [attempt(event_class, args, kwargs, retry_on) for args, kwargs in items]
+        values: list[Any] = []
+        odd = _run_plain(event_class, items, retry_on, values)
+        if odd is None:
+            return time.perf_counter() - began, values, True
+        outcomes: list[Outcome] = [(OK, value) for value in values]
+        outcomes.append(odd)
+        outcomes.extend(
+            attempt(event_class, args, kwargs, retry_on)
+            for args, kwargs in items[len(outcomes) :]
+        )
     finally:
         running_in.executor = previous
-    return time.perf_counter() - began, outcomes
+    return time.perf_counter() - began, outcomes, False
+
+
+def _run_plain(
+    event_class: type[Any],
+    items: list[Item],
+    retry_on: tuple[type[BaseException], ...] | None,
+    values: list[Any],
+) -> Outcome | None:
+    """Attempt tasks in order while each returns a plain ``(bool, value)`` tuple, appending
+    those tuples to ``values``: the common case, with no outcome built per task.
+
+    Returns:
+        The outcome of the first task that did otherwise (it is not attempted again), or
+        None when every task did. A ``BaseException`` that is not an ``Exception``
+        propagates, with ``values`` holding what came before it.
+    """
+    append = values.append
+    for args, kwargs in items:
+        try:
+            returned = event_class().process(*args, **kwargs)
+        except Exception as exc:
+            return raised(exc, retry_on)
+        # Only the exact tuple type: a subclass could lie about its length or items.
+        if type(returned) is tuple and len(returned) == 2 and type(returned[0]) is bool:
+            append(returned)
+        else:
+            return judge(event_class, returned)
+    return None
 
 
 class RemoteTraceback(Exception):
@@ -209,18 +253,7 @@ def portable_exception(exc: BaseException) -> tuple[BaseException, str]:
 
 
 def _portable(event_class: type[Any], outcome: Outcome) -> bytes:
-    kind, value = outcome
-    tb_text = None
-    if kind != OK:
-        value, tb_text = portable_exception(value)
-    try:
-        return pickle.dumps((kind, value, tb_text), pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        failure = TypeError(
-            f"{event_class.__name__}.process returned a value that cannot be sent back from "
-            f"a worker process: {type(value[1]).__name__} ({describe_exception(exc)})"
-        )
-        return pickle.dumps((FATAL, failure, None), pickle.HIGHEST_PROTOCOL)
+    return _dump_entry(event_class, _entry(outcome))
 
 
 #: What :func:`run_pickled` returns when a batch's arguments do not load as one: the
@@ -232,36 +265,51 @@ def run_pickled(
     event_class: type[Any],
     payloads: bytes | list[bytes],
     retry_on: tuple[type[BaseException], ...] | None,
-) -> tuple[float, bytes | list[bytes]]:
+) -> tuple[float, bytes | list[bytes], bool]:
     """Like :func:`run_batch`, for pickled ``(args, kwargs)`` tasks and pickled outcomes.
 
     ``payloads`` is one pickle of the batch's ``(args, kwargs)`` list (the usual case, one
-    pickle both ways), or one pickle per task. The outcomes come back as one pickle of
-    ``(kind, value, traceback text)`` entries when they can, else one pickle each, so an
-    outcome that cannot travel fails alone.
+    pickle both ways), or one pickle per task. What comes back is one pickle of the plain
+    ``(bool, value)`` tuples when every attempt returned one (the flag is then True), else
+    of ``(kind, value, traceback text)`` entries, else (some entry cannot be pickled) one
+    pickle per entry, so an outcome that cannot travel fails alone.
     """
     started = time.perf_counter()
     if isinstance(payloads, bytes):
         try:
             items = pickle.loads(payloads)
         except Exception:
-            return time.perf_counter() - started, SPLIT
-        entries: list[tuple[int, Any, str | None]] = []
-        for args, kwargs in items:
+            return time.perf_counter() - started, SPLIT, False
+        values: list[Any] = []
+        try:
+            odd = _run_plain(event_class, items, retry_on, values)
+        except BaseException as exc:  # SystemExit and friends: the batch ends here
+            odd = (BASE, exc)
+            items = []
+        if odd is None:
             try:
-                kind, value = attempt(event_class, args, kwargs, retry_on)
-            except BaseException as exc:  # SystemExit and friends: the batch ends here
-                entries.append((BASE, *portable_exception(exc)))
-                break
-            if kind == OK:
-                entries.append((kind, value, None))
+                blob = pickle.dumps(values, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                pass  # some value cannot travel: the per-entry path says which
             else:
-                entries.append((kind, *portable_exception(value)))
+                return time.perf_counter() - started, blob, True
+            entries: list[tuple[int, Any, str | None]] = [(OK, v, None) for v in values]
+        else:
+            entries = [(OK, v, None) for v in values]
+            entries.append(_entry(odd))
+            for args, kwargs in items[len(entries) :]:
+                try:
+                    outcome = attempt(event_class, args, kwargs, retry_on)
+                except BaseException as exc:  # SystemExit and friends: the batch ends here
+                    entries.append(_entry((BASE, exc)))
+                    break
+                entries.append(_entry(outcome))
         try:
             blob = pickle.dumps(entries, pickle.HIGHEST_PROTOCOL)
         except Exception:
-            return time.perf_counter() - started, [_dump_entry(event_class, e) for e in entries]
-        return time.perf_counter() - started, blob
+            dumped = [_dump_entry(event_class, e) for e in entries]
+            return time.perf_counter() - started, dumped, False
+        return time.perf_counter() - started, blob, False
     outcomes = []
     for payload in payloads:
         try:
@@ -280,7 +328,15 @@ def run_pickled(
             outcomes.append(_portable(event_class, (BASE, exc)))
             break
         outcomes.append(_portable(event_class, outcome))
-    return time.perf_counter() - started, outcomes
+    return time.perf_counter() - started, outcomes, False
+
+
+def _entry(outcome: Outcome) -> tuple[int, Any, str | None]:
+    """An outcome as sent back in a batch: an exception made portable, with its traceback."""
+    kind, value = outcome
+    if kind == OK:
+        return kind, value, None
+    return (kind, *portable_exception(value))
 
 
 def _dump_entry(event_class: type[Any], entry: tuple[int, Any, str | None]) -> bytes:
@@ -295,11 +351,13 @@ def _dump_entry(event_class: type[Any], entry: tuple[int, Any, str | None]) -> b
 
 
 def load_outcomes(
-    event_name: str, returned: bytes | list[bytes], count: int
-) -> list[Outcome]:
-    """The outcomes :func:`run_pickled` sent back for ``count`` tasks, in the parent."""
+    event_name: str, returned: bytes | list[bytes], count: int, plain: bool
+) -> tuple[list[Any], bool]:
+    """What :func:`run_pickled` sent back for ``count`` tasks, loaded in the parent: the
+    plain tuples (and True) when ``plain`` says so and they load, else outcomes (and False).
+    """
     if isinstance(returned, list):
-        return [load_outcome(event_name, blob) for blob in returned]
+        return [load_outcome(event_name, blob) for blob in returned], False
     try:
         entries = pickle.loads(returned)
     except Exception as exc:
@@ -309,13 +367,15 @@ def load_outcomes(
             f"{event_name}: the outcomes of a batch could not be unpickled in the parent "
             f"process ({describe_exception(exc)})"
         )
-        return [(FATAL, failure)] * count
+        return [(FATAL, failure)] * count, False
+    if plain:
+        return entries, True
     outcomes: list[Outcome] = []
     for kind, value, tb_text in entries:
         if tb_text is not None:
             value.__cause__ = RemoteTraceback(tb_text)
         outcomes.append((kind, value))
-    return outcomes
+    return outcomes, False
 
 
 def load_outcome(event_name: str, blob: bytes) -> Outcome:

@@ -331,14 +331,14 @@ class ChainOwner:
     def admit(self) -> bool:
         if not self.started:
             self.started = True
-            self.coordinator.add(Task(self.plan, self, 0, (0,), {}), 1)
+            self.coordinator.add(Task(self.plan, self, 0, ((0,), {})), 1)
         return False
 
     def on_result(self, task: Task, result: EventResult) -> None:
         self.results.append(result)
         self.depths.append(_depth())
         if task.index + 1 < self.length:
-            self.coordinator.add(Task(self.plan, self, task.index + 1, (task.index + 1,), {}), 1)
+            self.coordinator.add(Task(self.plan, self, task.index + 1, ((task.index + 1,), {})), 1)
 
     def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
         for task, result in zip(tasks, results, strict=True):

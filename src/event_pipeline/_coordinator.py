@@ -180,12 +180,11 @@ class Task:
     """One set of arguments for one event, over all its attempts."""
 
     __slots__ = (
-        "args",
         "attempts",
+        "call",
         "dropped",
         "index",
         "isolate",
-        "kwargs",
         "owner",
         "payload",
         "plan",
@@ -193,18 +192,13 @@ class Task:
     )
 
     def __init__(
-        self,
-        plan: Plan,
-        owner: Owner,
-        index: int,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
+        self, plan: Plan, owner: Owner, index: int, call: tuple[tuple[Any, ...], dict[str, Any]]
     ) -> None:
         self.plan = plan
         self.owner = owner
         self.index = index
-        self.args = args
-        self.kwargs = kwargs
+        #: ``(args, kwargs)``: sent to the worker as it is.
+        self.call = call
         self.attempts = 0
         self.started: float | None = None
         self.payload: bytes | None = None
@@ -243,6 +237,7 @@ class Lane:
         "ready",
         "slots_are_tasks",
         "suspects",
+        "synchronous",
         "workers",
     )
 
@@ -265,6 +260,10 @@ class Lane:
             if self.slots_are_tasks
             else 2 * self.workers
         )
+        #: The executor runs work inside submit() (the inline executor, or one seen doing
+        #: so): tasks are then added and submitted one at a time, so that a stop is seen
+        #: before the next one runs.
+        self.synchronous = type(executor) is DefaultExecutor
         self.in_flight = 0
         self.ready: dict[Plan, deque[Task]] = {}
         #: Groups of tasks that were in a pool when it broke, re-run one group at a time;
@@ -375,6 +374,18 @@ class Coordinator:
         if lane.in_flight < lane.budget and (
             lane.in_flight == 0 or len(queue) >= lane.batch_size(plan, window)
         ):
+            self._dispatch(lane, window)
+
+    def add_many(self, tasks: list[Task], window: int, lane: Lane) -> None:
+        """Queue ``tasks`` (of one plan, on ``lane``) and submit what the lane can take."""
+        plan = tasks[0].plan
+        queue = lane.ready.get(plan)
+        if queue is None:
+            queue = lane.ready[plan] = deque()
+        queue.extend(tasks)
+        if self.progress is not None:
+            self.progress.submitted(len(tasks))
+        if lane.in_flight < lane.budget:
             self._dispatch(lane, window)
 
     def flush(self, plan: Plan, window: int) -> None:
@@ -641,6 +652,8 @@ class Coordinator:
                     if not queue:
                         del ready[plan]
                     self._submit(lane, tasks)
+                    if lane.synchronous and self.completed:
+                        return  # it ran: what it did is delivered before more runs
                     submitted = True
                 else:
                     ready.pop(plan, None)
@@ -652,7 +665,7 @@ class Coordinator:
         if all(task.payload is None for task in tasks):
             try:
                 blob = pickle.dumps(
-                    [(task.args, task.kwargs) for task in tasks], pickle.HIGHEST_PROTOCOL
+                    [task.call for task in tasks], pickle.HIGHEST_PROTOCOL
                 )
             except Exception:
                 pass
@@ -662,7 +675,7 @@ class Coordinator:
         for task in tasks:
             if task.payload is None:
                 try:
-                    task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
+                    task.payload = pickle.dumps(task.call, pickle.HIGHEST_PROTOCOL)
                 except Exception as exc:
                     error = TypeError(
                         f"{task.plan.name}: the arguments of task {task.task_id} cannot be "
@@ -699,7 +712,7 @@ class Coordinator:
             tasks, work = packed
         else:
             function = run_batch_async if plan.is_async else run_batch
-            work = [(task.args, task.kwargs) for task in tasks]
+            work = [task.call for task in tasks]
         arguments: tuple[Any, ...] = (plan.event, work, plan.retry_on)
         # A timed attempt on a thread pool or the loop notes its own start in this list
         # (a process pool's cannot: there, one timed attempt per idle worker is submitted).
@@ -728,7 +741,9 @@ class Coordinator:
             # At the earliest: an attempt that started later is given its full time.
             self.deadlines.add(future, now, plan.timeout)
         self.in_flight[future] = WorkItem(lane, tasks, executor, isolated, started)
-        if future.done():  # an inline executor: no need to wait for it
+        if future.done():  # it ran inside submit(): no need to wait for it
+            if not isolated:
+                lane.synchronous = True
             self._complete(future)
         else:
             if self.wake is None:
@@ -820,7 +835,7 @@ class Coordinator:
                 # The batch's arguments did not load in the worker: send each task again
                 # alone, to find which cannot. Nothing ran: nothing is charged.
                 for task in tasks:
-                    task.payload = pickle.dumps((task.args, task.kwargs), pickle.HIGHEST_PROTOCOL)
+                    task.payload = pickle.dumps(task.call, pickle.HIGHEST_PROTOCOL)
                 self._requeue(lane, tasks, isolated)
                 return
             outcomes, plain = load_outcomes(plan.name, outcomes, len(tasks), plain)

@@ -407,7 +407,7 @@ class Runner:
                 unit.results.append(None)
                 unit.admitted = unit.pending = 1
                 unit.started = started
-                coordinator.resume(Task(unit.plan, unit, 0, args, kwargs), kind, value, started)
+                coordinator.resume(Task(unit.plan, unit, 0, (args, kwargs)), kind, value, started)
             while unit.run is None:
                 coordinator.step(unit.window)
                 if unit.stop_error is not None:

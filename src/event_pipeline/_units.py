@@ -9,10 +9,11 @@ opens one per step from the previous steps' ``on_complete``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from ._coordinator import Coordinator, Task
+from ._coordinator import Coordinator, Lane, Task
 from ._evaluation import evaluate
 from ._plan import Plan
 from ._results import EventResult, EventRun
@@ -98,12 +99,14 @@ class EventRunUnit:
         lane = coordinator.lane(plan)
         add = coordinator.add
         results = None if self.streaming else self.results
+        if not eager and not lane.synchronous:
+            return self._admit_many(lane)
         completed = coordinator.completed
         while self.pending + len(buffer) < window and self.stop_error is None:
             if eager and self.pending:
                 coordinator.flush(plan, window)
             try:
-                args, kwargs = next(inputs)
+                call = next(inputs)
             except StopIteration:
                 self.inputs = None
                 self._maybe_complete()
@@ -113,7 +116,7 @@ class EventRunUnit:
             self.pending += 1
             if results is not None:
                 results.append(None)
-            task = Task(plan, self, index, args, kwargs)
+            task = Task(plan, self, index, call)
             add(task, window, lane)
             if completed:
                 # An inline executor already ran it: a stop must be seen before the next
@@ -122,6 +125,30 @@ class EventRunUnit:
                 coordinator.deliver()
                 if completed and completed[-1][0] is task and self._stops(completed[-1][1]):
                     return True
+        return self.stop_error is None
+
+    def _admit_many(self, lane: Lane) -> bool:
+        """``admit`` for inputs that are all there to read, on an executor that runs work in
+        the background: read what fits in the window at once, and queue it as one."""
+        room = self.window - self.pending - len(self.buffer)
+        if room <= 0 or self.stop_error is not None:
+            return self.stop_error is None
+        inputs = self.inputs
+        assert inputs is not None
+        calls = list(itertools.islice(inputs, room))
+        if calls:
+            plan = self.plan
+            start = self.admitted
+            tasks = [Task(plan, self, index, call) for index, call in enumerate(calls, start)]
+            self.admitted = start + len(tasks)
+            self.pending += len(tasks)
+            if not self.streaming:
+                self.results.extend(itertools.repeat(None, len(tasks)))
+            self.coordinator.add_many(tasks, self.window, lane)
+        if len(calls) < room:
+            self.inputs = None
+            self._maybe_complete()
+            return False
         return self.stop_error is None
 
     def _stops(self, result: EventResult) -> bool:

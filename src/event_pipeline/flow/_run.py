@@ -343,7 +343,7 @@ class FlowRunUnit:
             # ("Fetch:0", after this run's prefix) and tells on_result which step it is.
             self.units[index] = started
             window = step_plan.window
-            task = Task(step_plan, self, part0, args, kwargs)  # type: ignore[arg-type]
+            task = Task(step_plan, self, part0, (args, kwargs))  # type: ignore[arg-type]
             lanes = self.lanes
             if lanes is None:
                 coordinator.add(task, window)
@@ -491,7 +491,7 @@ class FlowRunUnit:
             unit.admitted = unit.pending = 1
             self.units[index] = unit
             self.coordinator.attach(unit)
-            self.coordinator.resume(Task(step_plan, unit, 0, args, kwargs), kind, value, started)
+            self.coordinator.resume(Task(step_plan, unit, 0, (args, kwargs)), kind, value, started)
             return
         duration = coordinator.clock.monotonic() - started
         task_id = f"{self.task_prefix}{row[7]}0"

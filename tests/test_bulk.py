@@ -1,0 +1,165 @@
+"""The bulk path: batches whose attempts all return a plain ``(bool, value)`` tuple, inputs
+read a window at a time, and what must not change because of them."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from event_pipeline import EventBase, EventRun, Runner, StopProcessingError
+from event_pipeline._worker import FATAL, OK, RETRY, load_outcomes, run_batch, run_pickled
+
+
+class Pair(tuple):  # type: ignore[type-arg]
+    """A tuple subclass: judged, never taken as plain."""
+
+
+class Mixed(EventBase):
+    """What ``process`` returns depends on its input; every call is counted."""
+
+    calls: list[Any] = []
+
+    def process(self, x: Any) -> Any:
+        Mixed.calls.append(x)
+        if x == "raise":
+            raise ValueError("asked to")
+        if x == "subclass":
+            return Pair((True, x))
+        if x == "not-bool":
+            return (1, x)
+        return (x != "false", x)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls() -> Iterator[None]:
+    Mixed.calls = []
+    yield
+
+
+def test_a_plain_batch_comes_back_as_its_tuples() -> None:
+    elapsed, entries, plain = run_batch(Mixed, [((i,), {}) for i in range(5)], None)
+    assert plain is True
+    assert entries == [(True, i) for i in range(5)]
+    assert elapsed >= 0
+    assert Mixed.calls == list(range(5))
+
+
+def test_a_batch_with_one_odd_task_is_judged_task_by_task_each_run_once() -> None:
+    inputs: list[Any] = [1, "false", "raise", 2, "subclass", "not-bool", 3]
+    items: list[tuple[tuple[Any, ...], dict[str, Any]]] = [((x,), {}) for x in inputs]
+    _, outcomes, plain = run_batch(Mixed, items, (ValueError,))
+    assert plain is False
+    kinds = [kind for kind, _ in outcomes]
+    assert kinds == [OK, OK, RETRY, OK, OK, FATAL, OK]
+    assert outcomes[0] == (OK, (True, 1))
+    assert outcomes[1] == (OK, (False, "false"))
+    # The subclass is taken apart into a plain tuple by the judge.
+    assert type(outcomes[4][1]) is tuple and outcomes[4][1] == (True, "subclass")
+    assert "must return (bool, value)" in str(outcomes[5][1])
+    # Nothing ran twice, whichever path judged it.
+    assert Mixed.calls == [1, "false", "raise", 2, "subclass", "not-bool", 3]
+
+
+def test_a_plain_process_batch_is_one_pickle_of_its_tuples() -> None:
+    blob = pickle.dumps([((i,), {}) for i in range(4)])
+    _, returned, plain = run_pickled(Mixed, blob, None)
+    assert plain is True
+    assert load_outcomes("Mixed", returned, 4, plain) == ([(True, i) for i in range(4)], True)
+
+
+def test_a_process_batch_with_a_failure_comes_back_as_outcomes() -> None:
+    blob = pickle.dumps([((x,), {}) for x in [1, "raise", 2]])
+    _, returned, plain = run_pickled(Mixed, blob, None)
+    assert plain is False
+    outcomes, loaded_plain = load_outcomes("Mixed", returned, 3, plain)
+    assert loaded_plain is False
+    assert [kind for kind, _ in outcomes] == [OK, FATAL, OK]
+    assert isinstance(outcomes[1][1], ValueError)
+    assert Mixed.calls == [1, "raise", 2]
+
+
+class MixedThreads(Mixed):
+    executor = ThreadPoolExecutor
+    executor_config = {"max_workers": 2}
+
+
+def test_a_thread_map_mixing_plain_and_odd_results_keeps_every_result_in_order() -> None:
+    inputs = [("raise" if i % 97 == 5 else "false" if i % 31 == 0 else i) for i in range(3000)]
+    with Runner() as runner:
+        run = runner.map(MixedThreads, inputs)
+    assert [r.content if r.exception is None else "raised" for r in run.results] == [
+        "raised" if x == "raise" else x for x in inputs
+    ]
+    assert [r.error for r in run.results] == [x in ("raise", "false") for x in inputs]
+    assert all(r.attempts == 1 for r in run.results)
+    assert len({r.task_id for r in run.results}) == len(inputs)
+    assert sorted(Mixed.calls, key=str) == sorted(inputs, key=str)
+
+
+class RunsInSubmit(Executor):
+    """An executor of the user's that runs each function inside ``submit``."""
+
+    def __init__(self) -> None:
+        self.submits = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submits += 1
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+
+def test_an_executor_that_runs_in_submit_still_stops_at_the_first_exception() -> None:
+    """Inputs are read a window at a time, but on an executor seen running work inside
+    ``submit`` nothing runs after the task that stops the run."""
+
+    class StopsEarly(Mixed):
+        executor = RunsInSubmit()
+        stop_on_exception = True
+
+    inputs = [0, 1, 2, "raise", *range(4, 200)]
+    with Runner() as runner, pytest.raises(StopProcessingError) as raised:
+        runner.map(StopsEarly, inputs)
+    assert Mixed.calls == [0, 1, 2, "raise"]
+    run = raised.value.run
+    assert isinstance(run, EventRun)
+    assert [r.content for r in run.results][:3] == [0, 1, 2]
+
+
+def test_an_executor_that_runs_in_submit_runs_every_task_once() -> None:
+    class InSubmit(Mixed):
+        executor = RunsInSubmit()
+
+    with Runner() as runner:
+        run = runner.map(InSubmit, range(500))
+    assert [r.content for r in run.results] == list(range(500))
+    assert Mixed.calls == list(range(500))
+
+
+def test_an_input_that_raises_part_way_fails_the_call_and_leaves_no_thread() -> None:
+    before = threading.active_count()
+
+    def inputs() -> Iterator[int]:
+        yield from range(50)
+        raise LookupError("the input broke")
+
+    class Sized:
+        """Sized, so inputs are read a window at a time."""
+
+        def __len__(self) -> int:
+            return 100
+
+        def __iter__(self) -> Iterator[int]:
+            return inputs()
+
+    with Runner() as runner, pytest.raises(LookupError, match="the input broke"):
+        runner.map(MixedThreads, Sized())
+    assert threading.active_count() <= before

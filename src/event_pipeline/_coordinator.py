@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ._async import AsyncExecutor, run_batch_async
 from ._deadlines import Deadlines
@@ -51,6 +51,7 @@ from ._guard import check_main_guard
 from ._hooks import Retry
 from ._results import EventResult
 from ._retry import is_retryable
+from ._tasks import BulkOwner, Fresh, Owner, Ready, Task, WorkItem
 from ._worker import (
     BASE,
     FATAL,
@@ -68,7 +69,7 @@ if TYPE_CHECKING:
     from ._plan import Plan
     from ._progress import ProgressTracker
 
-__all__ = ["Clock", "Coordinator", "Lane", "Owner", "Task"]
+__all__ = ["Clock", "Coordinator", "Lane", "Owner", "Task"]  # Owner and Task: from _tasks
 
 logger = logging.getLogger("event_pipeline")
 
@@ -160,69 +161,6 @@ class SigintDeferred:
             self.previous(*pending)
 
 
-class Owner(Protocol):
-    """What the coordinator needs of whoever gives it tasks (an event-run unit)."""
-
-    task_prefix: str
-
-    def admit(self) -> bool:
-        """Add tasks while there is room; False once no more will ever come."""
-
-    def on_result(self, task: Task, result: EventResult) -> None:
-        """Take the final result of ``task``."""
-
-    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
-        """Take the final results of ``tasks``, all of them this owner's, none failed with
-        an exception: what ``on_result`` would do for each, in bulk."""
-
-
-class Task:
-    """One set of arguments for one event, over all its attempts."""
-
-    __slots__ = (
-        "attempts",
-        "call",
-        "dropped",
-        "index",
-        "isolate",
-        "owner",
-        "payload",
-        "plan",
-        "started",
-    )
-
-    def __init__(
-        self, plan: Plan, owner: Owner, index: int, call: tuple[tuple[Any, ...], dict[str, Any]]
-    ) -> None:
-        self.plan = plan
-        self.owner = owner
-        self.index = index
-        #: ``(args, kwargs)``: sent to the worker as it is.
-        self.call = call
-        self.attempts = 0
-        self.started: float | None = None
-        self.payload: bytes | None = None
-        #: Run alone: it was in a pool that broke.
-        self.isolate = False
-        #: Its owner stopped: whatever comes back for it is ignored.
-        self.dropped = False
-
-    @property
-    def task_id(self) -> str:
-        return f"{self.owner.task_prefix}{self.index}"
-
-
-class WorkItem(NamedTuple):
-    """One submitted future: the tasks it carries, where it went, whether run alone."""
-
-    lane: Lane
-    tasks: list[Task]
-    executor: Executor
-    isolated: bool
-    #: Where a timed attempt on a thread pool or the loop notes its start, else None.
-    started: list[float] | None
-
-
 class Lane:
     """One executor within a coordinator: the pool's state, shared by every owner using it."""
 
@@ -230,6 +168,7 @@ class Lane:
         "budget",
         "executor",
         "in_flight",
+        "inline",
         "isolating",
         "isolation",
         "key",
@@ -237,7 +176,6 @@ class Lane:
         "ready",
         "slots_are_tasks",
         "suspects",
-        "synchronous",
         "workers",
     )
 
@@ -260,12 +198,11 @@ class Lane:
             if self.slots_are_tasks
             else 2 * self.workers
         )
-        #: The executor runs work inside submit() (the inline executor, or one seen doing
-        #: so): tasks are then added and submitted one at a time, so that a stop is seen
-        #: before the next one runs.
-        self.synchronous = type(executor) is DefaultExecutor
+        #: The inline executor: its tasks are added one at a time, each run as it is
+        #: added, so that a stop is seen before the next input is even read.
+        self.inline = type(executor) is DefaultExecutor
         self.in_flight = 0
-        self.ready: dict[Plan, deque[Task]] = {}
+        self.ready: dict[Plan, Ready] = {}
         #: Groups of tasks that were in a pool when it broke, re-run one group at a time;
         #: a group that breaks the pool again is split in two, down to the culprit.
         self.suspects: deque[list[Task]] = deque()
@@ -324,9 +261,10 @@ class Coordinator:
         self.lanes: dict[object, Lane] = {}
         self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
-        #: Final results to deliver: a task's, or a whole batch's (two lists).
+        #: Final results to deliver: a task's, or those of a batch of a fresh run
+        #: (its owner, the first task's index, the results).
         self.completed: deque[
-            tuple[Task, EventResult] | tuple[list[Task], list[EventResult]]
+            tuple[Task, EventResult] | tuple[BulkOwner, int, list[EventResult]]
         ] = deque()
         #: When attempts with a timeout must end.
         self.deadlines = Deadlines()
@@ -367,7 +305,7 @@ class Coordinator:
             lane = self.lane(plan)
         queue = lane.ready.get(plan)
         if queue is None:
-            queue = lane.ready[plan] = deque()
+            queue = lane.ready[plan] = Ready()
         queue.append(task)
         if self.progress is not None:
             self.progress.submitted()
@@ -376,15 +314,16 @@ class Coordinator:
         ):
             self._dispatch(lane, window)
 
-    def add_many(self, tasks: list[Task], window: int, lane: Lane) -> None:
-        """Queue ``tasks`` (of one plan, on ``lane``) and submit what the lane can take."""
-        plan = tasks[0].plan
+    def add_fresh(self, fresh: Fresh, window: int, lane: Lane) -> None:
+        """Queue a run of new tasks (``fresh.plan``'s, on ``lane``) and submit what the
+        lane can take."""
+        plan = fresh.plan
         queue = lane.ready.get(plan)
         if queue is None:
-            queue = lane.ready[plan] = deque()
-        queue.extend(tasks)
+            queue = lane.ready[plan] = Ready()
+        queue.append_fresh(fresh)
         if self.progress is not None:
-            self.progress.submitted(len(tasks))
+            self.progress.submitted(len(fresh.calls))
         if lane.in_flight < lane.budget:
             self._dispatch(lane, window)
 
@@ -442,29 +381,20 @@ class Coordinator:
             observed = self.observed
             while completed:
                 entry = completed.popleft()
-                task, result = entry
-                if isinstance(task, list):
-                    self._deliver_batch(*entry)
-                elif not task.dropped:
+                if len(entry) == 3:
+                    owner, first, results = entry
                     if observed:
-                        self.observe(result)  # type: ignore[arg-type]
-                    task.owner.on_result(task, result)  # type: ignore[arg-type]
+                        for result in results:
+                            self.observe(result)
+                    owner.on_results(first, results)
+                    continue
+                task, result = entry
+                if not task.dropped:
+                    if observed:
+                        self.observe(result)
+                    task.owner.on_result(task, result)
         finally:
             self.delivering = False
-
-    def _deliver_batch(self, tasks: list[Task], results: list[EventResult]) -> None:
-        """Hand over the results of a batch that came back whole (see ``_complete``)."""
-        owner = tasks[0].owner
-        if not self.observed and all([task.owner is owner for task in tasks]):
-            if not tasks[0].dropped:  # an owner's tasks are all dropped at once
-                owner.on_results(tasks, results)
-            return
-        observed = self.observed
-        for task, result in zip(tasks, results, strict=True):
-            if not task.dropped:
-                if observed:
-                    self.observe(result)
-                task.owner.on_result(task, result)
 
     def observe(self, result: EventResult) -> None:
         """Report a final result to the hooks and the progress display."""
@@ -491,7 +421,7 @@ class Coordinator:
             if task.isolate:
                 lane.suspects.append([task])
             else:
-                lane.ready.setdefault(task.plan, deque()).appendleft(task)
+                self._ready(lane, task.plan).push_front([task])
 
     def _wait_for_completions(self) -> None:
         finished = self.finished
@@ -537,7 +467,7 @@ class Coordinator:
             item = self.in_flight.get(future)
             if item is None or future in self.expired or future.done():
                 continue
-            timeout = item.tasks[0].plan.timeout
+            timeout = item.plan.timeout
             assert timeout is not None
             started = item.started
             if started is not None:
@@ -588,10 +518,9 @@ class Coordinator:
 
         for lane in self.lanes.values():
             for plan, queue in list(lane.ready.items()):
-                kept = deque(task for task in queue if not dropped(task))
-                if kept:
-                    lane.ready[plan] = kept
-                else:
+                for task in queue.drop(owner):
+                    task.dropped = True
+                if not queue:
                     del lane.ready[plan]
             groups = ([task for task in group if not dropped(task)] for group in lane.suspects)
             lane.suspects = deque(group for group in groups if group)
@@ -648,12 +577,17 @@ class Coordinator:
                     else:
                         spread = -(-len(queue) // free)
                         size = min(lane.batch_size(plan, window), spread)
-                    tasks = [queue.popleft() for _ in range(size)]
+                    batch = queue.take(size)
                     if not queue:
                         del ready[plan]
-                    self._submit(lane, tasks)
-                    if lane.synchronous and self.completed:
-                        return  # it ran: what it did is delivered before more runs
+                    if isinstance(batch, list):
+                        ran = self._submit(lane, batch)
+                    else:
+                        ran = self._submit_fresh(lane, *batch)
+                    if ran:
+                        # It ran inside submit() (the inline executor, or one like it):
+                        # what it did is delivered, and a stop seen, before more runs.
+                        return
                     submitted = True
                 else:
                     ready.pop(plan, None)
@@ -697,7 +631,8 @@ class Coordinator:
             lane.isolation = lane.key.single().build()
         return lane.isolation
 
-    def _submit(self, lane: Lane, tasks: list[Task], isolated: bool = False) -> None:
+    def _submit(self, lane: Lane, tasks: list[Task], isolated: bool = False) -> bool:
+        """Submit ``tasks`` as one work item; True when it ran inside submit()."""
         now = self.clock.monotonic()
         for task in tasks:
             if task.started is None:
@@ -705,22 +640,55 @@ class Coordinator:
         plan = tasks[0].plan
         executor = self._isolation_executor(lane) if isolated else lane.executor
         if plan.remote:
-            function: Callable[..., Any] = run_pickled
             packed = self._pack(tasks, now)
             if packed is None:
-                return
+                return False
             tasks, work = packed
         else:
-            function = run_batch_async if plan.is_async else run_batch
             work = [task.call for task in tasks]
+        item = WorkItem(lane, executor, plan, now, tasks=tasks, isolated=isolated)
+        return self._send(item, work)
+
+    def _submit_fresh(self, lane: Lane, fresh: Fresh, start: int, end: int) -> bool:
+        """Submit tasks ``start`` to ``end`` of a fresh run, without a Task object each;
+        True when it ran inside submit()."""
+        calls = fresh.calls[start:end]
+        item = WorkItem(
+            lane,
+            lane.executor,
+            fresh.plan,
+            self.clock.monotonic(),
+            owner=fresh.owner,
+            first=fresh.first + start,
+            calls=calls,
+        )
+        work: Any = calls
+        if fresh.plan.remote:
+            try:
+                work = pickle.dumps(calls, pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                # Some argument cannot travel: the per-task path says which.
+                return self._submit(lane, item.tasks)
+        return self._send(item, work)
+
+    def _send(self, item: WorkItem, work: Any) -> bool:
+        """Submit ``item`` with its ``work`` (the calls, or their pickle) to its executor;
+        True when it ran inside submit()."""
+        lane, executor, plan, now = item.lane, item.executor, item.plan, item.submitted
+        if plan.remote:
+            function: Callable[..., Any] = run_pickled
+        else:
+            function = run_batch_async if plan.is_async else run_batch
         arguments: tuple[Any, ...] = (plan.event, work, plan.retry_on)
-        # A timed attempt on a thread pool or the loop notes its own start in this list
-        # (a process pool's cannot: there, one timed attempt per idle worker is submitted).
-        started: list[float] | None = [] if plan.timeout is not None and not plan.remote else None
+        if plan.timeout is not None and not plan.remote:
+            # A timed attempt on a thread pool or the loop notes its own start in this
+            # list (a process pool's cannot: there, one timed attempt per idle worker is
+            # submitted).
+            item.started = []
         if function is run_batch:
-            arguments = (*arguments, id(executor), started)
+            arguments = (*arguments, id(executor), item.started)
         elif function is run_batch_async:
-            arguments = (*arguments, started)
+            arguments = (*arguments, item.started)
         deferred: SigintDeferred | None = None
         try:
             if lane.pool and threading.get_ident() == _main_thread_ident():
@@ -729,21 +697,21 @@ class Coordinator:
             else:
                 future = executor.submit(function, *arguments)
         except Exception as exc:
-            self._refused(lane, tasks, executor, isolated, exc, now)
-            return
-        if isolated:
+            self._refused(lane, item.tasks, executor, item.isolated, exc, now)
+            return False
+        if item.isolated:
             lane.isolating = True
         else:
-            lane.in_flight += len(tasks) if lane.slots_are_tasks else 1
+            lane.in_flight += item.count if lane.slots_are_tasks else 1
         if plan.timeout is not None:
             # The deadline counts from the attempt's start: until the future says it runs,
             # look for that start at short intervals.
             # At the earliest: an attempt that started later is given its full time.
             self.deadlines.add(future, now, plan.timeout)
-        self.in_flight[future] = WorkItem(lane, tasks, executor, isolated, started)
-        if future.done():  # it ran inside submit(): no need to wait for it
-            if not isolated:
-                lane.synchronous = True
+        self.in_flight[future] = item
+        # Done already: it ran inside submit() (or so quickly that it makes no difference).
+        ran = future.done()
+        if ran:
             self._complete(future)
         else:
             if self.wake is None:
@@ -751,6 +719,7 @@ class Coordinator:
             future.add_done_callback(self._finished)
         if deferred is not None:
             deferred.deliver()
+        return ran
 
     def _refused(
         self,
@@ -794,30 +763,37 @@ class Coordinator:
             self._settle(task, FATAL, error, now)
 
     @staticmethod
+    def _ready(lane: Lane, plan: Plan) -> Ready:
+        queue = lane.ready.get(plan)
+        if queue is None:
+            queue = lane.ready[plan] = Ready()
+        return queue
+
+    @staticmethod
     def _requeue(lane: Lane, tasks: list[Task], isolated: bool) -> None:
         if isolated:
             lane.suspects.appendleft(tasks)
         else:
-            lane.ready.setdefault(tasks[0].plan, deque()).extendleft(reversed(tasks))
+            Coordinator._ready(lane, tasks[0].plan).push_front(tasks)
 
     # -- completions ---------------------------------------------------------------------
     def _complete(self, future: Future[Any]) -> None:
         item = self.in_flight.pop(future)
-        lane, tasks, _, isolated, _ = item
+        lane, plan, isolated = item.lane, item.plan, item.isolated
         if isolated:
             lane.isolating = False
         else:
-            lane.in_flight -= len(tasks) if lane.slots_are_tasks else 1
-        if tasks[0].plan.timeout is not None:
-            self.deadlines.forget(future, tasks[0].plan.timeout, len(self.in_flight))
+            lane.in_flight -= item.count if lane.slots_are_tasks else 1
+        if plan.timeout is not None:
+            self.deadlines.forget(future, plan.timeout, len(self.in_flight))
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return
         now = self.clock.monotonic()
         if future.cancelled():
             self.cache.check_open()
-            error = CancelledError(f"{tasks[0].plan.name}: the executor cancelled the task")
-            for task in tasks:
+            error = CancelledError(f"{plan.name}: the executor cancelled the task")
+            for task in item.tasks:
                 self._settle(task, FATAL, error, now)
             return
         exc = future.exception()
@@ -825,40 +801,34 @@ class Coordinator:
             self._failed(item, exc, now)
             return
         elapsed, outcomes, plain = future.result()
-        plan = tasks[0].plan
-        if tasks:
-            per_task = elapsed / len(tasks)
+        if item.count:
+            per_task = elapsed / item.count
             previous = plan.per_task
             plan.per_task = per_task if previous is None else 0.7 * previous + 0.3 * per_task
         if plan.remote:
             if outcomes == SPLIT:
                 # The batch's arguments did not load in the worker: send each task again
                 # alone, to find which cannot. Nothing ran: nothing is charged.
+                tasks = item.tasks
                 for task in tasks:
                     task.payload = pickle.dumps(task.call, pickle.HIGHEST_PROTOCOL)
                 self._requeue(lane, tasks, isolated)
                 return
-            outcomes, plain = load_outcomes(plan.name, outcomes, len(tasks), plain)
-        name = plan.name
-        if plain and isolated:
-            outcomes = [(OK, value) for value in outcomes]
-        elif plain:
-            # The common case, in bulk: every attempt returned (bool, value), so every task
-            # is final; its result is built here, and the batch is delivered as one.
-            self.completed.append((tasks, [
-                EventResult(
-                    not ok,
-                    content,
-                    None,
-                    f"{task.owner.task_prefix}{task.index}",
-                    name,
-                    task.attempts + 1,
-                    now - task.started,  # type: ignore[operator]  # set when submitted
-                )
-                for task, (ok, content) in zip(tasks, outcomes, strict=False)
-            ]))
+            outcomes, plain = load_outcomes(plan.name, outcomes, item.count, plain)
+        if plain and item.fresh:
+            # The common case, in bulk: a fresh run's slice whose every attempt returned
+            # (bool, value). Each task is final after one attempt; its result is built
+            # here, and the owner takes them all at once.
+            owner, name, duration = item.owner, plan.name, now - item.submitted
+            prefix = owner.task_prefix  # type: ignore[union-attr]
+            self.completed.append((owner, item.first, [  # type: ignore[arg-type]
+                EventResult(not ok, content, None, prefix, name, 1, duration, index)
+                for index, (ok, content) in enumerate(outcomes, item.first)
+            ]))  # fmt: skip
             return
-        for task, (kind, value) in zip(tasks, outcomes, strict=False):
+        if plain:
+            outcomes = [(OK, value) for value in outcomes]
+        for task, (kind, value) in zip(item.tasks, outcomes, strict=False):
             task.attempts += 1
             if kind == BASE:
                 raise value
@@ -890,7 +860,7 @@ class Coordinator:
         others were innocent and are charged nothing. A broken pool of
         the user's own cannot be replaced: every task that was in it is charged.
         """
-        lane, tasks, executor, isolated, _ = item
+        lane, tasks, executor, isolated = item.lane, item.tasks, item.executor, item.isolated
         if isinstance(exc, BrokenExecutor):
             check_main_guard(executor)
             if lane.key is None:

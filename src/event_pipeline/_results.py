@@ -23,7 +23,28 @@ class EventResult:
     """
 
     # Slots keep a result small: a million of them flow through ``imap``.
-    __slots__ = ("attempts", "content", "duration", "error", "event_name", "exception", "task_id")
+    __slots__ = (
+        "_id",
+        "_index",
+        "_prefix",
+        "attempts",
+        "content",
+        "duration",
+        "error",
+        "event_name",
+        "exception",
+    )
+
+    #: What equality compares.
+    _FIELDS = (
+        "error",
+        "content",
+        "exception",
+        "task_id",
+        "event_name",
+        "attempts",
+        "duration",
+    )
 
     def __init__(
         self,
@@ -34,14 +55,32 @@ class EventResult:
         event_name: str,
         attempts: int,
         duration: float,
+        index: int | None = None,
     ) -> None:
         self.error = error
         self.content = content
         self.exception = exception
-        self.task_id = task_id
+        # With ``index``, ``task_id`` is the id's prefix, and the id is made when first
+        # read: most results of a large map never have theirs read.
+        self._id = task_id if index is None else None
+        self._prefix = task_id
+        self._index = index
         self.event_name = event_name
         self.attempts = attempts
         self.duration = duration
+
+    @property
+    def task_id(self) -> str:
+        """Identifies the task; unique within a run."""
+        task_id = self._id
+        if task_id is None:
+            # Threads that race here make equal strings: the parts never change.
+            task_id = self._id = f"{self._prefix}{self._index}"
+        return task_id
+
+    @task_id.setter
+    def task_id(self, value: str) -> None:
+        self._id = value
 
     @property
     def success(self) -> bool:
@@ -59,7 +98,7 @@ class EventResult:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, EventResult):
             return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        return all(getattr(self, n) == getattr(other, n) for n in self._FIELDS)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -10,17 +10,22 @@ opens one per step from the previous steps' ``on_complete``.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from ._coordinator import Coordinator, Lane, Task
+from ._coordinator import Coordinator, Lane
 from ._evaluation import evaluate
 from ._plan import Plan
 from ._results import EventResult, EventRun
+from ._tasks import Fresh, Task
 from ._worker import describe_exception
 from .exceptions import StopProcessingError
 
 __all__ = ["EventRunUnit", "raise_stop", "stop_message"]
+
+#: A result's ``error`` flag, read without a Python frame per result.
+_error = operator.attrgetter("error")
 
 Inputs = Iterator[tuple[tuple[Any, ...], dict[str, Any]]]
 
@@ -99,7 +104,7 @@ class EventRunUnit:
         lane = coordinator.lane(plan)
         add = coordinator.add
         results = None if self.streaming else self.results
-        if not eager and not lane.synchronous:
+        if not eager and not lane.inline:
             return self._admit_many(lane)
         completed = coordinator.completed
         while self.pending + len(buffer) < window and self.stop_error is None:
@@ -137,14 +142,12 @@ class EventRunUnit:
         assert inputs is not None
         calls = list(itertools.islice(inputs, room))
         if calls:
-            plan = self.plan
             start = self.admitted
-            tasks = [Task(plan, self, index, call) for index, call in enumerate(calls, start)]
-            self.admitted = start + len(tasks)
-            self.pending += len(tasks)
+            self.admitted = start + len(calls)
+            self.pending += len(calls)
             if not self.streaming:
-                self.results.extend(itertools.repeat(None, len(tasks)))
-            self.coordinator.add_many(tasks, self.window, lane)
+                self.results.extend(itertools.repeat(None, len(calls)))
+            self.coordinator.add_fresh(Fresh(self.plan, self, start, calls), self.window, lane)
         if len(calls) < room:
             self.inputs = None
             self._maybe_complete()
@@ -169,12 +172,13 @@ class EventRunUnit:
         if not self.pending and self.inputs is None:
             self._maybe_complete()
 
-    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
-        # None of these failed with an exception: no stop to look for.
-        self.pending -= len(tasks)
-        store = self.buffer if self.streaming else self.results
-        for task, result in zip(tasks, results, strict=True):
-            store[task.index] = result
+    def on_results(self, first: int, results: list[EventResult]) -> None:
+        # None of these ended with an exception: no stop to look for.
+        self.pending -= len(results)
+        if self.streaming:
+            self.buffer.update(zip(range(first, first + len(results)), results, strict=True))
+        else:
+            self.results[first : first + len(results)] = results
         if not self.pending and self.inputs is None:
             self._maybe_complete()
 
@@ -216,7 +220,7 @@ class EventRunUnit:
         if self.inputs is not None or self.pending or self.streaming or self.run is not None:
             return
         results: list[EventResult] = self.results  # type: ignore[assignment]
-        failures = sum(1 for r in results if r.error)
+        failures = sum(map(_error, results))
         success = evaluate(
             self.plan.settings.execution_evaluation_state, len(results) - failures, failures
         )

@@ -422,10 +422,6 @@ class FlowRunUnit:
             self._stopped(result.exception, index)
         self._drain_from(node)
 
-    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:
-        for task, result in zip(tasks, results, strict=True):
-            self.on_result(task, result)
-
     def _one_step(
         self,
         index: int,
@@ -900,9 +896,6 @@ class FlowMapUnit:
             self.stopped_unit = unit
 
     def on_result(self, task: Task, result: EventResult) -> None:  # pragma: no cover
-        raise AssertionError("a FlowMapUnit adds no tasks of its own")
-
-    def on_results(self, tasks: list[Task], results: list[EventResult]) -> None:  # pragma: no cover
         raise AssertionError("a FlowMapUnit adds no tasks of its own")
 
     @property

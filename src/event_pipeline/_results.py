@@ -25,7 +25,6 @@ class EventResult:
     # Slots keep a result small: a million of them flow through ``imap``.
     __slots__ = (
         "_id",
-        "_index",
         "_prefix",
         "attempts",
         "content",
@@ -60,11 +59,10 @@ class EventResult:
         self.error = error
         self.content = content
         self.exception = exception
-        # With ``index``, ``task_id`` is the id's prefix, and the id is made when first
-        # read: most results of a large map never have theirs read.
-        self._id = task_id if index is None else None
+        # With ``index``, ``task_id`` is only the id's prefix: the id is made when first
+        # read (most results of a large map never have theirs read).
+        self._id: str | int = task_id if index is None else index
         self._prefix = task_id
-        self._index = index
         self.event_name = event_name
         self.attempts = attempts
         self.duration = duration
@@ -73,10 +71,10 @@ class EventResult:
     def task_id(self) -> str:
         """Identifies the task; unique within a run."""
         task_id = self._id
-        if task_id is None:
-            # Threads that race here make equal strings: the parts never change.
-            task_id = self._id = f"{self._prefix}{self._index}"
-        return task_id
+        if type(task_id) is int:
+            # Threads that race here make equal strings: the prefix never changes.
+            task_id = self._id = f"{self._prefix}{task_id}"
+        return task_id  # type: ignore[return-value]
 
     @task_id.setter
     def task_id(self, value: str) -> None:

@@ -178,7 +178,10 @@ def _run_plain(
     append = values.append
     for args, kwargs in items:
         try:
-            returned = event_class().process(*args, **kwargs)
+            if kwargs:
+                returned = event_class().process(*args, **kwargs)
+            else:
+                returned = event_class().process(*args)
         except Exception as exc:
             return raised(exc, retry_on)
         # Only the exact tuple type: a subclass could lie about its length or items.

@@ -212,7 +212,7 @@ class Lane:
         #: re-run them in place.
         self.isolation: Executor | None = None
 
-    def batch_size(self, plan: Plan, window: int) -> int:
+    def batch_size(self, plan: Plan) -> int:
         if plan.unbatched:
             return 1
         if plan.batch_size is not None:
@@ -226,7 +226,7 @@ class Lane:
             return 1
         target = PROCESS_BATCH_TARGET_SECONDS if plan.remote else BATCH_TARGET_SECONDS
         by_time = int(target / max(per_task, 1e-9))
-        return max(1, min(MAX_BATCH, by_time, window // self.budget))
+        return max(1, min(MAX_BATCH, by_time))
 
 
 def _main_thread_ident() -> int:
@@ -310,7 +310,7 @@ class Coordinator:
         if self.progress is not None:
             self.progress.submitted()
         if lane.in_flight < lane.budget and (
-            lane.in_flight == 0 or len(queue) >= lane.batch_size(plan, window)
+            lane.in_flight == 0 or len(queue) >= lane.batch_size(plan)
         ):
             self._dispatch(lane, window)
 
@@ -573,10 +573,10 @@ class Coordinator:
                     # worker idle that could take a task.
                     free = lane.budget - lane.in_flight
                     if lane.slots_are_tasks:
-                        size = min(lane.batch_size(plan, window), free, len(queue))
+                        size = min(lane.batch_size(plan), free, len(queue))
                     else:
                         spread = -(-len(queue) // free)
-                        size = min(lane.batch_size(plan, window), spread)
+                        size = min(lane.batch_size(plan), spread)
                     batch = queue.take(size)
                     if not queue:
                         del ready[plan]

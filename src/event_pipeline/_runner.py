@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 __all__ = ["Clock", "Runner", "default_runner", "run"]
 
 #: Default window per worker, and the ceiling of the default.
-WINDOW_PER_WORKER = 256
+WINDOW_PER_WORKER = 1024
 MAX_DEFAULT_WINDOW = 10_000
 
 #: Compiled flows a runner keeps; the oldest goes first.
@@ -137,7 +137,7 @@ class Runner:
     Args:
         window: the most tasks of one call in flight, waiting for a retry, or (for
             :meth:`imap`) finished and buffered behind an earlier task. Default:
-            64 per worker of the event's executor, at most 10,000.
+            1,024 per worker of the event's executor, at most 10,000.
         hooks: objects with any of ``on_retry``, ``on_result``, ``on_run``, ``on_step``,
             ``on_flow``, called in the calling thread as things happen (see the
             observability guide); process-wide ones (:func:`add_hook`) are called too.

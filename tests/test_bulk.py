@@ -3,7 +3,9 @@ read a window at a time, and what must not change because of them."""
 
 from __future__ import annotations
 
+import itertools
 import pickle
+import queue
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -163,3 +165,37 @@ def test_an_input_that_raises_part_way_fails_the_call_and_leaves_no_thread() -> 
     with Runner() as runner, pytest.raises(LookupError, match="the input broke"):
         runner.map(MixedThreads, Sized())
     assert threading.active_count() <= before
+
+
+found: queue.Queue[int | None] = queue.Queue()
+
+
+class Crawl(EventBase):
+    """Each task finds the input after its own: a crawler feeding itself."""
+
+    executor = ThreadPoolExecutor
+    executor_config = {"max_workers": 2}
+
+    def process(self, n: int) -> tuple[bool, int]:
+        found.put(n + 1 if n < 20 else None)
+        return True, n
+
+
+def test_a_generator_fed_by_the_tasks_themselves_keeps_moving() -> None:
+    """An input without a length is read one item at a time, with what is ready sent
+    first: its next item may only exist once an earlier task has run."""
+
+    def pages() -> Iterator[int]:
+        while (page := found.get(timeout=10)) is not None:
+            yield page
+
+    found.put(0)
+    with Runner() as runner:
+        run = runner.map(Crawl, pages())
+    assert [r.content for r in run.results] == list(range(21))
+
+
+def test_an_iterator_that_knows_its_length_is_read_in_bulk_and_in_order() -> None:
+    with Runner() as runner:
+        run = runner.map(MixedThreads, itertools.repeat(7, 3000))
+    assert [r.content for r in run.results] == [7] * 3000

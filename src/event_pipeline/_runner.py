@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import itertools
+import operator
 import os
 import pickle
 import sys
@@ -86,6 +87,26 @@ def _total(iterables: tuple[Iterable[Any], ...]) -> int | None:
         return min(len(it) for it in iterables)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+def _may_wait(iterables: tuple[Iterable[Any], ...]) -> bool:
+    """Whether reading the inputs might wait for earlier tasks to start: some iterable
+    tells neither its length nor a hint of it (a generator, a queue's iterator). Sized
+    inputs and iterators that know how much is left (``itertools.repeat(x, n)``) never do.
+    """
+    for iterable in iterables:
+        try:
+            len(iterable)  # type: ignore[arg-type]
+            continue
+        except TypeError:
+            pass
+        try:
+            if operator.length_hint(iterable) > 0:
+                continue
+        except Exception:
+            pass
+        return True
+    return False
 
 
 def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Inputs:
@@ -298,7 +319,9 @@ class Runner:
             raise TypeError(f"map() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return self._collect(plan, _zip_inputs(iterables), total=_total(iterables))
+        return self._collect(
+            plan, _zip_inputs(iterables), total=_total(iterables), eager=_may_wait(iterables)
+        )
 
     @overload
     def imap(
@@ -330,7 +353,9 @@ class Runner:
             raise TypeError(f"imap() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("imap() needs at least one iterable")
-        return self._stream(plan, _zip_inputs(iterables), total=_total(iterables))
+        return self._stream(
+            plan, _zip_inputs(iterables), total=_total(iterables), eager=_may_wait(iterables)
+        )
 
     # -- driving a call ----------------------------------------------------------------
     def _coordinator(self, total: int | None) -> Coordinator:
@@ -371,7 +396,13 @@ class Runner:
                 raise
 
     def _unit(
-        self, plan: Plan, inputs: Inputs, *, streaming: bool, total: int | None = None
+        self,
+        plan: Plan,
+        inputs: Inputs,
+        *,
+        streaming: bool,
+        total: int | None = None,
+        eager: bool = False,
     ) -> EventRunUnit:
         if not plan.inline and runs_in(plan.executor):
             # Called from inside a worker of the very pool this call would use: waiting on
@@ -387,7 +418,7 @@ class Runner:
             task_prefix=f"{next(self._calls)}:",
             # Reading a list never waits; reading a generator might wait for earlier
             # tasks to start, so what is ready goes out before each read.
-            eager=total is None,
+            eager=eager,
         )
         coordinator.attach(unit)
         return unit
@@ -398,8 +429,9 @@ class Runner:
         inputs: Inputs,
         resume: tuple[tuple[Any, ...], dict[str, Any], int, Any, float] | None = None,
         total: int | None = None,
+        eager: bool = False,
     ) -> EventRun:
-        unit = self._unit(plan, inputs, streaming=False, total=total)
+        unit = self._unit(plan, inputs, streaming=False, total=total, eager=eager)
         coordinator = unit.coordinator
         try:
             if resume is not None:
@@ -419,9 +451,9 @@ class Runner:
             raise
 
     def _stream(
-        self, plan: Plan, inputs: Inputs, total: int | None = None
+        self, plan: Plan, inputs: Inputs, total: int | None = None, eager: bool = False
     ) -> Iterator[EventResult]:
-        unit = self._unit(plan, inputs, streaming=True, total=total)
+        unit = self._unit(plan, inputs, streaming=True, total=total, eager=eager)
         return self._drive(unit.coordinator, unit, unit.window)
 
     def _drive(

@@ -67,7 +67,7 @@ try:
     import _events
 
     import event_pipeline
-    from event_pipeline import Runner
+    from event_pipeline import EventBase, Runner
 except ImportError as exc:  # pragma: no cover - only before the library exists
     raise SystemExit(
         f"run.py: cannot import event_pipeline ({exc}); run `pip install -e .` "
@@ -919,15 +919,22 @@ def bench_timeout_overhead(ctx: Context) -> list[Figure]:
     with Runner() as runner:
         for event in pairs.values():
             runner.map(event, range(1_000))
-        for _ in range(ctx.repeat):
-            for name, event in pairs.items():
-                cpu = time.thread_time()
-                seconds = _timed_map(
-                    lambda event=event: runner.map(event, range(n)),
-                    expected,
-                    f"timeout-overhead ({event.__name__})",
-                )
-                cpu_task[name].append((time.thread_time() - cpu) / n * 1e6)
+        for repeat in range(ctx.repeat):
+            # Each pair in both orders across repeats: neither is always the one after.
+            names = list(pairs) if repeat % 2 == 0 else list(reversed(pairs))
+            for name in names:
+                event = pairs[name]
+                spent: list[float] = []
+
+                def timed_map(event: type[EventBase] = event, spent: list[float] = spent) -> Any:
+                    # The map's own CPU: not the collection before it nor the check after.
+                    cpu = time.thread_time()
+                    run = runner.map(event, range(n))
+                    spent.append(time.thread_time() - cpu)
+                    return run
+
+                seconds = _timed_map(timed_map, expected, f"timeout-overhead ({event.__name__})")
+                cpu_task[name].append(spent[0] / n * 1e6)
                 per_task[name].append(seconds / n * 1e6)
             fig.samples.append(cpu_task["stop+timeout"][-1] - cpu_task["stop"][-1])
             wall.samples.append(per_task["stop+timeout"][-1] - per_task["stop"][-1])

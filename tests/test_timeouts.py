@@ -110,7 +110,7 @@ class Rig:
         self.coordinator.step(8)
 
     def deadlines(self) -> list[float]:
-        return sorted(self.coordinator.deadlines.due.values())
+        return self.coordinator.deadlines.pending()
 
 
 def test_deadline_is_start_plus_timeout_and_caps_the_wait() -> None:

@@ -446,7 +446,10 @@ class Coordinator:
             if future in in_flight:
                 self._complete(future)
         if self.deadlines:
-            self._expire(self.clock.monotonic())
+            due = self.deadlines.next_due()
+            now = self.clock.monotonic()
+            if due is not None and due <= now:
+                self._expire(now)
 
     def _finished(self, future: Future[Any]) -> None:
         self.finished.append(future)
@@ -463,9 +466,10 @@ class Coordinator:
         abandoned and its slot stays taken until it returns.
         """
         deadlines = self.deadlines
-        for future in list(deadlines.expired(now)):
-            item = self.in_flight.get(future)
-            if item is None or future in self.expired or future.done():
+        for item in list(deadlines.expired(now)):
+            future = item.future
+            assert future is not None  # set when submitted, before its deadline was
+            if self.in_flight.get(future) is not item or future in self.expired or future.done():
                 continue
             timeout = item.plan.timeout
             assert timeout is not None
@@ -474,12 +478,12 @@ class Coordinator:
                 if started:
                     if started[0] + timeout > now:
                         # It started after it was submitted: its time counts from then.
-                        deadlines.move(future, started[0] + timeout)
+                        deadlines.move(item, started[0] + timeout)
                         continue
                 elif not future.running():
                     # Still queued in the executor (a loop or pool shared with other
                     # calls): its time has not begun. Look again soon.
-                    deadlines.move(future, now + _start_poll(timeout))
+                    deadlines.move(item, now + _start_poll(timeout))
                     continue
             self.expired.add(future)
             executor = item.executor
@@ -680,11 +684,16 @@ class Coordinator:
         else:
             function = run_batch_async if plan.is_async else run_batch
         arguments: tuple[Any, ...] = (plan.event, work, plan.retry_on)
-        if plan.timeout is not None and not plan.remote:
-            # A timed attempt on a thread pool or the loop notes its own start in this
-            # list (a process pool's cannot: there, one timed attempt per idle worker is
-            # submitted).
-            item.started = []
+        timeout = plan.timeout
+        if timeout is not None:
+            # The deadline counts from the attempt's start, at the earliest its submission
+            # (an attempt seen starting later is given its full time: see _expire).
+            self.deadlines.add(item, now, timeout)
+            if not plan.remote:
+                # A timed attempt on a thread pool or the loop notes its own start in
+                # this list (a process pool's cannot: there, one timed attempt per idle
+                # worker is submitted).
+                item.started = []
         if function is run_batch:
             arguments = (*arguments, id(executor), item.started)
         elif function is run_batch_async:
@@ -697,17 +706,14 @@ class Coordinator:
             else:
                 future = executor.submit(function, *arguments)
         except Exception as exc:
+            item.deadline = None  # it never started
             self._refused(lane, item.tasks, executor, item.isolated, exc, now)
             return False
         if item.isolated:
             lane.isolating = True
         else:
             lane.in_flight += item.count if lane.slots_are_tasks else 1
-        if plan.timeout is not None:
-            # The deadline counts from the attempt's start: until the future says it runs,
-            # look for that start at short intervals.
-            # At the earliest: an attempt that started later is given its full time.
-            self.deadlines.add(future, now, plan.timeout)
+        item.future = future
         self.in_flight[future] = item
         # Done already: it ran inside submit() (or so quickly that it makes no difference).
         ran = future.done()
@@ -784,8 +790,8 @@ class Coordinator:
             lane.isolating = False
         else:
             lane.in_flight -= item.count if lane.slots_are_tasks else 1
-        if plan.timeout is not None:
-            self.deadlines.forget(future, plan.timeout, len(self.in_flight))
+        if item.deadline is not None:
+            self.deadlines.finished(item, plan.timeout)  # type: ignore[arg-type]
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return

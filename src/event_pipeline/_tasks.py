@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -178,12 +178,15 @@ class WorkItem:
         "_tasks",
         "calls",
         "count",
+        "deadline",
         "executor",
         "first",
+        "future",
         "isolated",
         "lane",
         "owner",
         "plan",
+        "queued",
         "started",
         "submitted",
     )
@@ -214,6 +217,12 @@ class WorkItem:
         self.count = len(tasks) if tasks is not None else len(calls or ())
         #: Where a timed attempt on a thread pool or the loop notes its start, else None.
         self.started: list[float] | None = None
+        #: The future it was submitted as.
+        self.future: Future[Any] | None = None
+        #: When its attempt must end (None without a timeout, or once it ended), and the
+        #: deadline it was first given (see ``_deadlines``).
+        self.deadline: float | None = None
+        self.queued = 0.0
 
     @property
     def fresh(self) -> bool:

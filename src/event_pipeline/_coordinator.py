@@ -832,6 +832,23 @@ class Coordinator:
                 for index, (ok, content) in enumerate(outcomes, item.first)
             ]))  # fmt: skip
             return
+        if plain and not isolated:
+            # Tasks of their own (flow steps, retries): every one is final all the same,
+            # with its result built here.
+            completed, name = self.completed, plan.name
+            for task, (ok, content) in zip(item.tasks, outcomes, strict=False):
+                attempts = task.attempts = task.attempts + 1
+                completed.append((task, EventResult(
+                    not ok,
+                    content,
+                    None,
+                    task.owner.task_prefix,
+                    name,
+                    attempts,
+                    now - task.started,  # type: ignore[operator]  # set when submitted
+                    task.index,
+                )))  # fmt: skip
+            return
         if plain:
             outcomes = [(OK, value) for value in outcomes]
         for task, (kind, value) in zip(item.tasks, outcomes, strict=False):

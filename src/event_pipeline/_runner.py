@@ -53,9 +53,17 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "Runner", "default_runner", "run"]
 
-#: Default window per worker, and the ceiling of the default.
-WINDOW_PER_WORKER = 1024
+#: Default window per worker, and the ceiling of the default. A pool whose work travels
+#: (processes, a cluster) gets more: its batches are larger (a round trip costs more), and
+#: every worker slot needs a full one at hand.
+WINDOW_PER_WORKER = 256
+REMOTE_WINDOW_PER_WORKER = 1024
 MAX_DEFAULT_WINDOW = 10_000
+
+
+def _default_window(executor: Executor) -> int:
+    per_worker = REMOTE_WINDOW_PER_WORKER if sends_work_away(executor) else WINDOW_PER_WORKER
+    return min(MAX_DEFAULT_WINDOW, per_worker * worker_count(executor))
 
 #: Compiled flows a runner keeps; the oldest goes first.
 MAX_PROGRAMS = 256
@@ -158,7 +166,8 @@ class Runner:
     Args:
         window: the most tasks of one call in flight, waiting for a retry, or (for
             :meth:`imap`) finished and buffered behind an earlier task. Default:
-            1,024 per worker of the event's executor, at most 10,000.
+            256 per worker of the event's executor (1,024 on a process pool or a
+            cluster), at most 10,000.
         hooks: objects with any of ``on_retry``, ``on_result``, ``on_run``, ``on_step``,
             ``on_flow``, called in the calling thread as things happen (see the
             observability guide); process-wide ones (:func:`add_hook`) are called too.
@@ -502,9 +511,7 @@ class Runner:
         step_plans = []
         for planned in compiled.steps:
             executor, key = self._executor_for(planned.event, planned.settings, planned.name)
-            window = self.window or min(
-                MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor)
-            )
+            window = self.window or _default_window(executor)
             step_plans.append(
                 Plan(planned.event, planned.settings, executor, key, window, self.batch_size)
             )
@@ -579,7 +586,7 @@ class Runner:
         event = _check_event(event)
         settings = settings_of(event)
         executor, key = self._executor_for(event, settings)
-        window = self.window or min(MAX_DEFAULT_WINDOW, WINDOW_PER_WORKER * worker_count(executor))
+        window = self.window or _default_window(executor)
         plan = Plan(event, settings, executor, key, window, self.batch_size)
         event_id = id(event)
         plans = self._plans

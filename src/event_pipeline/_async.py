@@ -33,7 +33,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ._retry import is_retryable
-from ._worker import FATAL, RETRY, Item, Outcome, judge
+from ._worker import FATAL, RETRY, Item, Outcome, StartNote, judge
 
 if TYPE_CHECKING:
     import asyncio
@@ -426,11 +426,11 @@ async def run_batch_async(
     event_class: type[Any],
     items: list[Item],
     retry_on: tuple[type[BaseException], ...] | None,
-    noted: list[float] | None = None,
+    note: StartNote | None = None,
 ) -> tuple[float, list[Outcome], bool]:
     """One attempt for each task of a batch, all awaited concurrently on the running loop.
 
-    ``noted``, when given, receives the monotonic time the batch started.
+    ``note``, when given, gets the monotonic time the batch started as its ``began``.
 
     Returns:
         The seconds the batch took, one outcome per task in the order of ``items``, and
@@ -439,8 +439,8 @@ async def run_batch_async(
     Raises:
         asyncio.CancelledError: the batch was cancelled; its attempts are cancelled too.
     """
-    if noted is not None:
-        noted.append(time.monotonic())
+    if note is not None:
+        note.began = time.monotonic()
     started = time.perf_counter()
     if len(items) == 1:
         args, kwargs = items[0]

@@ -431,7 +431,7 @@ class Coordinator:
                 now = self.clock.monotonic()
                 if self.retries:
                     timeout = min(timeout, max(0.0, self.retries[0][0] - now))
-                due = self.deadlines.next_due()
+                due = self.deadlines.next_due(now)
                 if due is not None:
                     timeout = min(timeout, max(0.0, due - now))
             wake = self.wake
@@ -446,8 +446,8 @@ class Coordinator:
             if future in in_flight:
                 self._complete(future)
         if self.deadlines:
-            due = self.deadlines.next_due()
             now = self.clock.monotonic()
+            due = self.deadlines.next_due(now)
             if due is not None and due <= now:
                 self._expire(now)
 
@@ -473,12 +473,13 @@ class Coordinator:
                 continue
             timeout = item.plan.timeout
             assert timeout is not None
-            started = item.started
-            if started is not None:
-                if started:
-                    if started[0] + timeout > now:
+            if not item.plan.remote:
+                # A thread pool's or the loop's batch notes when it began.
+                began = item.began
+                if began is not None:
+                    if began + timeout > now:
                         # It started after it was submitted: its time counts from then.
-                        deadlines.move(item, started[0] + timeout)
+                        deadlines.move(item, began + timeout)
                         continue
                 elif not future.running():
                     # Still queued in the executor (a loop or pool shared with other
@@ -687,17 +688,22 @@ class Coordinator:
         timeout = plan.timeout
         if timeout is not None:
             # The deadline counts from the attempt's start, at the earliest its submission
-            # (an attempt seen starting later is given its full time: see _expire).
-            self.deadlines.add(item, now, timeout)
-            if not plan.remote:
-                # A timed attempt on a thread pool or the loop notes its own start in
-                # this list (a process pool's cannot: there, one timed attempt per idle
-                # worker is submitted).
-                item.started = []
+            # (an attempt seen starting later is given its full time: see _expire). A
+            # thread pool's or the loop's batch notes its start on the work item; a
+            # process pool's cannot, so one timed attempt per idle worker is submitted.
+            item.deadline = now + timeout
+            deadlines = self.deadlines
+            if timeout == deadlines.timeout:
+                deadlines.queue.append(item)  # the common case of Deadlines.add
+            else:
+                deadlines.add(item, timeout)
+            note: WorkItem | None = item
+        else:
+            note = None
         if function is run_batch:
-            arguments = (*arguments, id(executor), item.started)
+            arguments = (*arguments, id(executor), note)
         elif function is run_batch_async:
-            arguments = (*arguments, item.started)
+            arguments = (*arguments, note)
         deferred: SigintDeferred | None = None
         try:
             if lane.pool and threading.get_ident() == _main_thread_ident():
@@ -706,7 +712,9 @@ class Coordinator:
             else:
                 future = executor.submit(function, *arguments)
         except Exception as exc:
-            item.deadline = None  # it never started
+            if item.deadline is not None:
+                item.deadline = None  # it never started
+                self.deadlines.finished(item, timeout)  # type: ignore[arg-type]
             self._refused(lane, item.tasks, executor, item.isolated, exc, now)
             return False
         if item.isolated:
@@ -791,7 +799,13 @@ class Coordinator:
         else:
             lane.in_flight -= item.count if lane.slots_are_tasks else 1
         if item.deadline is not None:
-            self.deadlines.finished(item, plan.timeout)  # type: ignore[arg-type]
+            # Ended before its deadline: out of its queue, at once (see _deadlines).
+            item.deadline = None
+            queue = self.deadlines.queue
+            if queue and queue[0] is item:
+                queue.popleft()  # the common case of Deadlines.finished
+            else:
+                self.deadlines.finished(item, plan.timeout)  # type: ignore[arg-type]
         if future in self.expired:
             self.expired.discard(future)  # its attempt already ended at the deadline
             return

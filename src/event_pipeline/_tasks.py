@@ -176,6 +176,7 @@ class WorkItem:
 
     __slots__ = (
         "_tasks",
+        "began",
         "calls",
         "count",
         "deadline",
@@ -186,8 +187,6 @@ class WorkItem:
         "lane",
         "owner",
         "plan",
-        "queued",
-        "started",
         "submitted",
     )
 
@@ -215,14 +214,13 @@ class WorkItem:
         self.first = first
         self.calls = calls
         self.count = len(tasks) if tasks is not None else len(calls or ())
-        #: Where a timed attempt on a thread pool or the loop notes its start, else None.
-        self.started: list[float] | None = None
+        #: When a timed batch on a thread pool or the loop began (noted by the worker).
+        self.began: float | None = None
         #: The future it was submitted as.
         self.future: Future[Any] | None = None
-        #: When its attempt must end (None without a timeout, or once it ended), and the
-        #: deadline it was first given (see ``_deadlines``).
+        #: When its attempt must end (None without a timeout, or once it ended; see
+        #: ``_deadlines``).
         self.deadline: float | None = None
-        self.queued = 0.0
 
     @property
     def fresh(self) -> bool:

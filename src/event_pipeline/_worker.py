@@ -20,7 +20,7 @@ import pickle
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Protocol
 
 from ._retry import is_retryable
 
@@ -31,6 +31,7 @@ __all__ = [
     "RETRY",
     "RemoteException",
     "RemoteTraceback",
+    "StartNote",
     "describe_exception",
     "portable_exception",
     "run_batch",
@@ -122,17 +123,23 @@ def raised(exc: Exception, retry_on: tuple[type[BaseException], ...] | None) -> 
 running_in = threading.local()
 
 
+class StartNote(Protocol):
+    """Where a batch notes the monotonic time it started (a timed work item)."""
+
+    began: float | None
+
+
 def run_batch(
     event_class: type[Any],
     items: list[Item],
     retry_on: tuple[type[BaseException], ...] | None,
     executor_id: int = 0,
-    started: list[float] | None = None,
+    note: StartNote | None = None,
 ) -> tuple[float, list[Any], bool]:
     """One attempt for each task of a batch, in the calling process.
 
-    ``started``, when given, receives the monotonic time the batch started (the runner's
-    deadline for a timed attempt counts from it).
+    ``note``, when given, gets the monotonic time the batch started as its ``began`` (the
+    runner's deadline for a timed attempt counts from it).
 
     Returns:
         The seconds the batch took (the runner sizes later batches with it), what came of
@@ -140,8 +147,8 @@ def run_batch(
         When they all did, the entries are those tuples; otherwise each entry is an
         outcome ``(kind, value)``.
     """
-    if started is not None:
-        started.append(time.monotonic())
+    if note is not None:
+        note.began = time.monotonic()
     began = time.perf_counter()
     previous = getattr(running_in, "executor", 0)
     running_in.executor = executor_id

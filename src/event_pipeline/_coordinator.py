@@ -574,13 +574,14 @@ class Coordinator:
                     # pools and the loop mark a future running when it starts.
                     continue
                 if queue:
-                    # Spread what is ready over the free slots: batching never leaves a
-                    # worker idle that could take a task.
+                    # Spread what is ready over the workers (over the free slots when
+                    # fewer): batching never leaves a worker idle that could take a task,
+                    # and short tasks go in one batch per worker, not two.
                     free = lane.budget - lane.in_flight
                     if lane.slots_are_tasks:
                         size = min(lane.batch_size(plan), free, len(queue))
                     else:
-                        spread = -(-len(queue) // free)
+                        spread = -(-len(queue) // min(free, lane.workers))
                         size = min(lane.batch_size(plan), spread)
                     batch = queue.take(size)
                     if not queue:

@@ -19,6 +19,11 @@ work items per worker), the suspects of a broken pool and the one-at-a-time isol
 Results go through a queue drained by the loop, never by a nested call, so an owner that
 adds work from ``on_result`` (a flow opening its next step) cannot recurse, however long
 the chain. A task waiting for its retry sits in the heap, never on a worker.
+
+Most tasks travel without a Task object (see ``_tasks``): inputs read a window at a time
+are queued as one fresh run (``add_fresh``), sent as slices of it, and a slice whose
+attempts all return ``(bool, value)`` comes back as one list of results for its owner
+(``on_results``). Anything else turns the slice into Task objects and takes the path above.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from event_pipeline import EventBase, EventRun, Runner, StopProcessingError
+from event_pipeline import EventBase, EventResult, EventRun, Runner, StopProcessingError
+from event_pipeline._results import first_try_results
 from event_pipeline._worker import FATAL, OK, RETRY, load_outcomes, run_batch, run_pickled
 
 
@@ -199,3 +200,21 @@ def test_an_iterator_that_knows_its_length_is_read_in_bulk_and_in_order() -> Non
     with Runner() as runner:
         run = runner.map(MixedThreads, itertools.repeat(7, 3000))
     assert [r.content for r in run.results] == [7] * 3000
+
+
+def test_results_made_in_bulk_equal_results_made_one_by_one() -> None:
+    values = [(True, 1), (False, "no"), (True, None)]
+    made = first_try_results(values, 7, "3:", "Echo", 0.25)
+    expected = [
+        EventResult(not ok, content, None, "3:", "Echo", 1, 0.25, index)
+        for index, (ok, content) in enumerate(values, 7)
+    ]
+    assert made == expected
+    assert [r.task_id for r in made] == ["3:7", "3:8", "3:9"]
+    assert [(r.error, r.success, r.exception, r.attempts) for r in made] == [
+        (False, True, None, 1),
+        (True, False, None, 1),
+        (False, True, None, 1),
+    ]
+    assert pickle.loads(pickle.dumps(made)) == made
+    assert repr(made[1]) == repr(expected[1])

@@ -54,7 +54,7 @@ from ._executors import (
 )
 from ._guard import check_main_guard
 from ._hooks import Retry
-from ._results import EventResult
+from ._results import EventResult, first_try_results
 from ._retry import is_retryable
 from ._tasks import BulkOwner, Fresh, Owner, Ready, Task, WorkItem
 from ._worker import (
@@ -845,12 +845,12 @@ class Coordinator:
             # The common case, in bulk: a fresh run's slice whose every attempt returned
             # (bool, value). Each task is final after one attempt; its result is built
             # here, and the owner takes them all at once.
-            owner, name, duration = item.owner, plan.name, now - item.submitted
-            prefix = owner.task_prefix  # type: ignore[union-attr]
-            self.completed.append((owner, item.first, [  # type: ignore[arg-type]
-                EventResult(not ok, content, None, prefix, name, 1, duration, index)
-                for index, (ok, content) in enumerate(outcomes, item.first)
-            ]))  # fmt: skip
+            owner = item.owner
+            assert owner is not None
+            results = first_try_results(
+                outcomes, item.first, owner.task_prefix, plan.name, now - item.submitted
+            )
+            self.completed.append((owner, item.first, results))
             return
         if plain and not isolated:
             # Tasks of their own (flow steps, retries): every one is final all the same,

@@ -113,6 +113,21 @@ def test_sequence_runs_in_order_and_then_passes_nothing(shared: Runner) -> None:
     assert then.started >= first.started + first.duration - 1e-6
 
 
+def test_step_results_on_a_pool_have_task_ids_unique_to_their_call(shared: Runner) -> None:
+    """A step that ran on a pool and succeeded has the same kind of task id as one that
+    failed or ran inline: the call's prefix, then the step's own part."""
+    flow = Flow.parse("Quick |-> Quick", ev)
+    ids = []
+    for key in ("a", "b"):
+        run = check(shared.run(flow, key), flow)
+        for record in run.steps:
+            assert record.run is not None
+            (result,) = record.run.results
+            ids.append(result.task_id)
+    assert len(set(ids)) == len(ids), ids
+    assert all(":" in task_id for task_id in ids)
+
+
 def test_pipe_gives_the_value_as_first_argument(shared: Runner) -> None:
     """`A |-> B` gives A's value to B as its first positional argument."""
     flow = Flow.parse("Value |-> Sink |-> Sink", ev)

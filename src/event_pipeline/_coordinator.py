@@ -308,9 +308,7 @@ class Coordinator:
         plan = task.plan
         if lane is None:
             lane = self.lane(plan)
-        queue = lane.ready.get(plan)
-        if queue is None:
-            queue = lane.ready[plan] = Ready()
+        queue = self._ready(lane, plan)
         queue.append(task)
         if self.progress is not None:
             self.progress.submitted()
@@ -322,11 +320,7 @@ class Coordinator:
     def add_fresh(self, fresh: Fresh, window: int, lane: Lane) -> None:
         """Queue a run of new tasks (``fresh.plan``'s, on ``lane``) and submit what the
         lane can take."""
-        plan = fresh.plan
-        queue = lane.ready.get(plan)
-        if queue is None:
-            queue = lane.ready[plan] = Ready()
-        queue.append_fresh(fresh)
+        self._ready(lane, fresh.plan).append_fresh(fresh)
         if self.progress is not None:
             self.progress.submitted(len(fresh.calls))
         if lane.in_flight < lane.budget:
@@ -851,23 +845,6 @@ class Coordinator:
                 outcomes, item.first, owner.task_prefix, plan.name, now - item.submitted
             )
             self.completed.append((owner, item.first, results))
-            return
-        if plain and not isolated:
-            # Tasks of their own (flow steps, retries): every one is final all the same,
-            # with its result built here.
-            completed, name = self.completed, plan.name
-            for task, (ok, content) in zip(item.tasks, outcomes, strict=False):
-                attempts = task.attempts = task.attempts + 1
-                completed.append((task, EventResult(
-                    not ok,
-                    content,
-                    None,
-                    task.owner.task_prefix,
-                    name,
-                    attempts,
-                    now - task.started,  # type: ignore[operator]  # set when submitted
-                    task.index,
-                )))  # fmt: skip
             return
         if plain:
             outcomes = [(OK, value) for value in outcomes]

@@ -328,9 +328,9 @@ class Runner:
             raise TypeError(f"map() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("map() needs at least one iterable")
-        return self._collect(
-            plan, _zip_inputs(iterables), total=_total(iterables), eager=_may_wait(iterables)
-        )
+        total = _total(iterables)
+        eager = total is None and _may_wait(iterables)
+        return self._collect(plan, _zip_inputs(iterables), total=total, eager=eager)
 
     @overload
     def imap(
@@ -362,9 +362,9 @@ class Runner:
             raise TypeError(f"imap() of an event takes no named inputs, got {sorted(inputs)}")
         if not iterables:
             raise TypeError("imap() needs at least one iterable")
-        return self._stream(
-            plan, _zip_inputs(iterables), total=_total(iterables), eager=_may_wait(iterables)
-        )
+        total = _total(iterables)
+        eager = total is None and _may_wait(iterables)
+        return self._stream(plan, _zip_inputs(iterables), total=total, eager=eager)
 
     # -- driving a call ----------------------------------------------------------------
     def _coordinator(self, total: int | None) -> Coordinator:

@@ -303,9 +303,8 @@ def run_pickled(
                 pass  # some value cannot travel: the per-entry path says which
             else:
                 return time.perf_counter() - started, blob, True
-            entries: list[tuple[int, Any, str | None]] = [(OK, v, None) for v in values]
-        else:
-            entries = [(OK, v, None) for v in values]
+        entries: list[tuple[int, Any, str | None]] = [(OK, v, None) for v in values]
+        if odd is not None:
             entries.append(_entry(odd))
             for args, kwargs in items[len(entries) :]:
                 try:

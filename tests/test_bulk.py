@@ -218,3 +218,11 @@ def test_results_made_in_bulk_equal_results_made_one_by_one() -> None:
     ]
     assert pickle.loads(pickle.dumps(made)) == made
     assert repr(made[1]) == repr(expected[1])
+
+
+def test_a_result_id_from_a_prefix_and_an_index_of_either_kind() -> None:
+    lazy = EventResult(False, 1, None, "4:", "E", 1, 0.0, 12)
+    part = EventResult(False, 1, None, "4:", "E", 1, 0.0, "Step:0")
+    plain = EventResult(False, 1, None, "4:12", "E", 1, 0.0)
+    assert lazy.task_id == "4:12" and part.task_id == "4:Step:0"
+    assert lazy == plain

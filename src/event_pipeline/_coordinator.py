@@ -936,15 +936,16 @@ class Coordinator:
                 hooks.emit_retry(Retry(plan.name, task.task_id, task.attempts, value, delay))
             heapq.heappush(self.retries, (now + delay, next(self._sequence), task))
             return
-        started = now if task.started is None else task.started
+        duration = now - (now if task.started is None else task.started)
+        prefix, index = task.owner.task_prefix, task.index  # the id is made when read
         if kind == OK:
             ok, content = value
             result = EventResult(
-                not ok, content, None, task.task_id, plan.name, task.attempts, now - started
+                not ok, content, None, prefix, plan.name, task.attempts, duration, index
             )
         else:
             result = EventResult(
-                True, value, value, task.task_id, plan.name, task.attempts, now - started
+                True, value, value, prefix, plan.name, task.attempts, duration, index
             )
         self.completed.append((task, result))
 

@@ -54,14 +54,19 @@ class EventResult:
         event_name: str,
         attempts: int,
         duration: float,
-        index: int | None = None,
+        index: int | str | None = None,
     ) -> None:
         self.error = error
         self.content = content
         self.exception = exception
-        # With ``index``, ``task_id`` is only the id's prefix: the id is made when first
-        # read (most results of a large map never have theirs read).
-        self._id: str | int = task_id if index is None else index
+        # With ``index``, ``task_id`` is only the id's prefix. A number is joined to it
+        # when the id is first read (most results of a large map never have theirs read);
+        # anything else (a flow step's part) at once.
+        self._id: str | int = (
+            task_id if index is None
+            else index if type(index) is int
+            else f"{task_id}{index}"
+        )  # fmt: skip
         self._prefix = task_id
         self.event_name = event_name
         self.attempts = attempts

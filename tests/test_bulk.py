@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from event_pipeline import EventBase, EventResult, EventRun, Runner, StopProcessingError
-from event_pipeline._results import first_try_results
+from event_pipeline._results import first_try_results, task_result
 from event_pipeline._worker import FATAL, OK, RETRY, load_outcomes, run_batch, run_pickled
 
 
@@ -206,7 +206,7 @@ def test_results_made_in_bulk_equal_results_made_one_by_one() -> None:
     values = [(True, 1), (False, "no"), (True, None)]
     made = first_try_results(values, 7, "3:", "Echo", 0.25)
     expected = [
-        EventResult(not ok, content, None, "3:", "Echo", 1, 0.25, index)
+        task_result(not ok, content, None, "3:", "Echo", 1, 0.25, index)
         for index, (ok, content) in enumerate(values, 7)
     ]
     assert made == expected
@@ -221,8 +221,10 @@ def test_results_made_in_bulk_equal_results_made_one_by_one() -> None:
 
 
 def test_a_result_id_from_a_prefix_and_an_index_of_either_kind() -> None:
-    lazy = EventResult(False, 1, None, "4:", "E", 1, 0.0, 12)
-    part = EventResult(False, 1, None, "4:", "E", 1, 0.0, "Step:0")
+    lazy = task_result(False, 1, None, "4:", "E", 1, 0.0, 12)
+    part = task_result(False, 1, None, "4:", "E", 1, 0.0, "Step:0")
+    around = task_result(False, 1, None, ("4:", ":Step:0"), "E", 1, 0.0, 12)
     plain = EventResult(False, 1, None, "4:12", "E", 1, 0.0)
     assert lazy.task_id == "4:12" and part.task_id == "4:Step:0"
+    assert around.task_id == "4:12:Step:0"
     assert lazy == plain

@@ -22,8 +22,9 @@ the chain. A task waiting for its retry sits in the heap, never on a worker.
 
 Most tasks travel without a Task object (see ``_tasks``): inputs read a window at a time
 are queued as one fresh run (``add_fresh``), sent as slices of it, and a slice whose
-attempts all return ``(bool, value)`` comes back as one list of results for its owner
-(``on_results``). Anything else turns the slice into Task objects and takes the path above.
+attempts all return ``(bool, value)`` comes back to its owner as one list of those
+outcomes (``on_plain``; as results, ``on_results``, when hooks or a progress display
+watch each result). Anything else turns the slice into Task objects and takes the path above.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from ._executors import (
 )
 from ._guard import check_main_guard
 from ._hooks import Retry
-from ._results import EventResult, first_try_results
+from ._results import EventResult, first_try_results, task_result
 from ._retry import is_retryable
 from ._tasks import BulkOwner, Fresh, Owner, Ready, Task, WorkItem
 from ._worker import (
@@ -266,10 +267,11 @@ class Coordinator:
         self.lanes: dict[object, Lane] = {}
         self.in_flight: dict[Future[Any], WorkItem] = {}
         self.retries: list[tuple[float, int, Task]] = []
-        #: Final results to deliver: a task's, or those of a batch of a fresh run
-        #: (its owner, the first task's index, the results).
+        #: Final results to deliver: a task's, or the outcomes of a batch of a fresh run
+        #: that each returned ``(bool, value)`` at the first attempt (its owner, the first
+        #: task's index, the outcomes, their duration and the event's name).
         self.completed: deque[
-            tuple[Task, EventResult] | tuple[BulkOwner, int, list[EventResult]]
+            tuple[Task, EventResult] | tuple[BulkOwner, int, list[Any], float, str]
         ] = deque()
         #: When attempts with a timeout must end.
         self.deadlines = Deadlines()
@@ -380,12 +382,17 @@ class Coordinator:
             observed = self.observed
             while completed:
                 entry = completed.popleft()
-                if len(entry) == 3:
-                    owner, first, results = entry
+                if len(entry) == 5:
+                    owner, first, outcomes, duration, name = entry
                     if observed:
+                        results = first_try_results(
+                            outcomes, first, owner.task_prefix, name, duration
+                        )
                         for result in results:
                             self.observe(result)
-                    owner.on_results(first, results)
+                        owner.on_results(first, results)
+                    else:
+                        owner.on_plain(first, outcomes, duration)
                     continue
                 task, result = entry
                 if not task.dropped:
@@ -557,6 +564,9 @@ class Coordinator:
         submitted = True
         while ready and lane.in_flight < lane.budget and submitted:
             submitted = False
+            # Everything ready on the lane, whichever event it is for: a flow's steps
+            # share a pool, and each is given its share of the workers, not all of them.
+            waiting = sum(map(len, ready.values()))
             # One batch per event in turn, so no event starves another on a shared pool.
             for plan in list(ready):
                 if lane.in_flight >= lane.budget:
@@ -573,14 +583,14 @@ class Coordinator:
                     # pools and the loop mark a future running when it starts.
                     continue
                 if queue:
-                    # Spread what is ready over the workers (over the free slots when
-                    # fewer): batching never leaves a worker idle that could take a task,
-                    # and short tasks go in one batch per worker, not two.
+                    # Spread what is ready on the lane over the workers (over the free
+                    # slots when fewer): batching never leaves a worker idle that could
+                    # take a task, and short tasks go in one batch per worker, not two.
                     free = lane.budget - lane.in_flight
                     if lane.slots_are_tasks:
                         size = min(lane.batch_size(plan), free, len(queue))
                     else:
-                        spread = -(-len(queue) // min(free, lane.workers))
+                        spread = -(-waiting // min(free, lane.workers))
                         size = min(lane.batch_size(plan), spread)
                     batch = queue.take(size)
                     if not queue:
@@ -841,10 +851,9 @@ class Coordinator:
             # here, and the owner takes them all at once.
             owner = item.owner
             assert owner is not None
-            results = first_try_results(
-                outcomes, item.first, owner.task_prefix, plan.name, now - item.submitted
+            self.completed.append(
+                (owner, item.first, outcomes, now - item.submitted, plan.name)
             )
-            self.completed.append((owner, item.first, results))
             return
         if plain:
             outcomes = [(OK, value) for value in outcomes]
@@ -940,11 +949,11 @@ class Coordinator:
         prefix, index = task.owner.task_prefix, task.index  # the id is made when read
         if kind == OK:
             ok, content = value
-            result = EventResult(
+            result = task_result(
                 not ok, content, None, prefix, plan.name, task.attempts, duration, index
             )
         else:
-            result = EventResult(
+            result = task_result(
                 True, value, value, prefix, plan.name, task.attempts, duration, index
             )
         self.completed.append((task, result))

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from typing import TYPE_CHECKING, Any
 
-from ._results import EventResult, EventRun
+from ._results import EventResult, EventRun, task_result
+from ._worker import describe_exception
 
 if TYPE_CHECKING:
     from .flow._model import Flow
 
-__all__ = ["FlowRun", "StepRun", "StepStatus"]
+__all__ = ["ChainInfo", "FlowRun", "StepRun", "StepStatus", "chain_run", "failure_reason"]
 
 
 def escape(text: str) -> str:
@@ -205,6 +207,105 @@ def _step_run(
 make_step_run = _step_run
 
 
+_making_steps = threading.Lock()
+
+
+def failure_reason(event_name: str, first: EventResult) -> str:
+    """Why a step failed, ``first`` being its first failed result."""
+    if first.exception is not None:
+        return f"{event_name} failed: {describe_exception(first.exception)}"
+    return f"{event_name} failed: returned (False, {first.content!r})"
+
+
+class ChainInfo:
+    """What the runs of one call of a chain share (see ``chain_run``): per step its name,
+    event name and task id parts, and the flow."""
+
+    __slots__ = ("flow", "names", "parts")
+
+    def __init__(
+        self,
+        names: tuple[tuple[str, str], ...],
+        parts: tuple[tuple[str, str], ...],
+        flow: Flow | None,
+    ) -> None:
+        self.names = names
+        self.parts = parts
+        self.flow = flow
+
+
+def chain_run(
+    info: ChainInfo,
+    index: int,
+    record: tuple[Any, ...],
+    odd: dict[int, EventResult | EventRun] | None,
+    success: bool,
+) -> FlowRun:
+    """Run ``index`` of a chain (steps one after another, each one task), which ran steps
+    0 to k: every step before k succeeded, and the steps after it were skipped.
+
+    ``record`` is ``(v0, ..., vk, t0, ..., tk+1)``: each step's value, when the run (and so
+    step 0) began, when each later step began, and when step k ended. ``odd`` holds the
+    outcome (EventResult, or the EventRun made for hooks) of each step that did not simply
+    succeed at its first attempt; the others' results are made from their value. The
+    :class:`StepRun` s are made when ``steps`` is first read: most runs of a large map are
+    only asked whether they succeeded and for their output.
+    """
+    run = FlowRun.__new__(FlowRun)
+    run.success = success
+    run._steps = None
+    run._chain = info
+    run._index = index
+    run._record = record
+    run._odd = odd
+    ran = (len(record) - 1) // 2
+    run.output = record[ran - 1]
+    run.duration = record[-1] - record[ran]
+    run.flow = info.flow
+    run._by_name = None
+    return run
+
+
+def _chain_steps(
+    info: ChainInfo,
+    index: int,
+    record: tuple[Any, ...],
+    odd: dict[int, EventResult | EventRun] | None,
+) -> list[StepRun]:
+    ran = (len(record) - 1) // 2
+    times = record[ran:]
+    start = times[0]
+    steps: list[StepRun] = []
+    for j in range(ran):
+        name, event_name = info.names[j]
+        began = times[j]
+        duration = times[j + 1] - began
+        outcome = None if odd is None else odd.get(j)
+        if outcome is None:
+            result = outcome = task_result(
+                False, record[j], None, info.parts[j], event_name, 1, duration, index
+            )
+        else:
+            result = outcome if type(outcome) is EventResult else outcome.results[0]  # type: ignore[union-attr]
+        if result.error:
+            steps.append(_step_run(
+                name, event_name, StepStatus.FAILED, outcome, result.content, None, False,
+                failure_reason(event_name, result), result.attempts, began - start, duration,
+            ))  # fmt: skip
+            reason = f"upstream {name!r} failed"
+            steps.extend(
+                _step_run(later, event, StepStatus.SKIPPED, None, None, None, False, reason, 0,
+                          None, 0.0)
+                for later, event in info.names[j + 1 :]
+            )  # fmt: skip
+            break
+        steps.append(_step_run(
+            name, event_name, StepStatus.SUCCEEDED, outcome, result.content, None, False,
+            None, result.attempts, began - start, duration,
+        ))  # fmt: skip
+    return steps
+
+
 class FlowRun:
     """One run of a flow.
 
@@ -216,7 +317,18 @@ class FlowRun:
         flow: the flow that ran, when known (used to draw it).
     """
 
-    __slots__ = ("_by_name", "duration", "flow", "output", "steps", "success")
+    __slots__ = (
+        "_by_name",
+        "_chain",
+        "_index",
+        "_odd",
+        "_record",
+        "_steps",
+        "duration",
+        "flow",
+        "output",
+        "success",
+    )
 
     def __init__(
         self,
@@ -227,11 +339,36 @@ class FlowRun:
         flow: Flow | None = None,
     ) -> None:
         self.success = success
-        self.steps = steps
+        self._steps: list[StepRun] | None = steps
+        #: Until ``steps`` is first read, for a run of a chain (see ``chain_run``).
+        self._chain: ChainInfo | None = None
+        self._index = 0
+        self._record: tuple[Any, ...] = ()
+        self._odd: dict[int, EventResult | EventRun] | None = None
         self.output = output
         self.duration = duration
         self.flow = flow
         self._by_name: dict[str, StepRun] | None = None
+
+    @property
+    def steps(self) -> list[StepRun]:
+        """Every step, in text order, each with its status."""
+        steps = self._steps
+        if steps is None:
+            with _making_steps:
+                steps = self._steps
+                if steps is None:  # not made by another thread meanwhile
+                    assert self._chain is not None
+                    steps = _chain_steps(self._chain, self._index, self._record, self._odd)
+                    self.steps = steps
+        return steps
+
+    @steps.setter
+    def steps(self, steps: list[StepRun]) -> None:
+        self._steps = steps
+        self._chain = None
+        self._record = ()
+        self._odd = None
 
     @property
     def failed(self) -> list[StepRun]:

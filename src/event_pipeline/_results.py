@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EventResult", "EventRun"]
+__all__ = ["EventResult", "EventRun", "IdParts", "first_try_results", "join_id", "task_result"]
+
+#: The fixed parts of a task id around the task's number: the text before it (``"3:"``
+#: makes ``3:7``), or the texts before and after it (``("3:", ":Fetch:0")`` makes
+#: ``3:7:Fetch:0``, a step of the eighth run of a flow map).
+IdParts = str | tuple[str, str]
+
+
+def join_id(parts: IdParts, index: object) -> str:
+    """The task id of task ``index`` with these fixed ``parts``."""
+    if type(parts) is str:
+        return f"{parts}{index}"
+    return f"{parts[0]}{index}{parts[1]}"
 
 
 class EventResult:
@@ -54,20 +66,14 @@ class EventResult:
         event_name: str,
         attempts: int,
         duration: float,
-        index: int | str | None = None,
     ) -> None:
         self.error = error
         self.content = content
         self.exception = exception
-        # With ``index``, ``task_id`` is only the id's prefix. A number is joined to it
-        # when the id is first read (most results of a large map never have theirs read);
-        # anything else (a flow step's part) at once.
-        self._id: str | int = (
-            task_id if index is None
-            else index if type(index) is int
-            else f"{task_id}{index}"
-        )  # fmt: skip
-        self._prefix = task_id
+        #: The id, or the task's number to join to ``_prefix`` when the id is first read
+        #: (see ``task_result``).
+        self._id: str | int = task_id
+        self._prefix: IdParts = ""
         self.event_name = event_name
         self.attempts = attempts
         self.duration = duration
@@ -78,7 +84,7 @@ class EventResult:
         task_id = self._id
         if type(task_id) is int:
             # Threads that race here make equal strings: the prefix never changes.
-            task_id = self._id = f"{self._prefix}{task_id}"
+            task_id = self._id = join_id(self._prefix, task_id)
         return task_id  # type: ignore[return-value]
 
     @task_id.setter
@@ -117,12 +123,41 @@ class EventResult:
         )
 
 
+def task_result(
+    error: bool,
+    content: Any,
+    exception: BaseException | None,
+    parts: IdParts,
+    event_name: str,
+    attempts: int,
+    duration: float,
+    index: int | str,
+) -> EventResult:
+    """The result of task ``index``, whose id joins ``index`` to ``parts``: a number when
+    the id is first read (most results of a large map never have theirs read), anything
+    else (a flow step's part) at once."""
+    result = object.__new__(EventResult)
+    result.error = error
+    result.content = content
+    result.exception = exception
+    result._id = index if type(index) is int else join_id(parts, index)
+    result._prefix = parts
+    result.event_name = event_name
+    result.attempts = attempts
+    result.duration = duration
+    return result
+
+
 def first_try_results(
-    values: list[tuple[bool, Any]], first: int, prefix: str, event_name: str, duration: float
+    values: list[tuple[bool, Any]],
+    first: int,
+    prefix: IdParts,
+    event_name: str,
+    duration: float,
 ) -> list[EventResult]:
     """The results of tasks ``first``, ``first + 1``, ... whose one attempt returned each
-    ``(ok, content)`` of ``values``: what ``EventResult(not ok, content, None, prefix,
-    event_name, 1, duration, index)`` makes, without an ``__init__`` call per result (a
+    ``(ok, content)`` of ``values``: what ``task_result(not ok, content, None, prefix,
+    event_name, 1, duration, index)`` makes, without a call per result (a
     large map makes one per task, and the call was a tenth of the calling thread's work).
     """
     results: list[EventResult] = []

@@ -549,18 +549,31 @@ class Runner:
         iterables: tuple[Iterable[Any], ...],
         inputs: dict[str, Any],
     ) -> Iterator[FlowRun]:
+        from .flow._chain import ChainMapUnit
         from .flow._run import FlowMapUnit
 
         coordinator = self._coordinator(None)
-        unit = FlowMapUnit(
-            coordinator,
-            program,
-            zip(*iterables, strict=False),
-            inputs,
-            window=program.window,
-            call_prefix=f"{next(self._calls)}:",
-            streaming=True,
-        )
+        unit: FlowMapUnit | ChainMapUnit
+        if program.chain:
+            # Steps one after another on pools: runs move through them in bulk.
+            unit = ChainMapUnit(
+                coordinator,
+                program,
+                zip(*iterables, strict=False),
+                inputs,
+                window=program.window,
+                call_prefix=f"{next(self._calls)}:",
+            )
+        else:
+            unit = FlowMapUnit(
+                coordinator,
+                program,
+                zip(*iterables, strict=False),
+                inputs,
+                window=program.window,
+                call_prefix=f"{next(self._calls)}:",
+                streaming=True,
+            )
         coordinator.attach(unit)
         yield from self._drive(coordinator, unit, program.window)
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ._results import IdParts, join_id
+
 if TYPE_CHECKING:
     from ._coordinator import Lane
     from ._plan import Plan
@@ -28,7 +30,9 @@ Call = tuple[tuple[Any, ...], dict[str, Any]]
 class Owner(Protocol):
     """What the coordinator needs of whoever gives it tasks (an event-run unit)."""
 
-    task_prefix: str
+    @property
+    def task_prefix(self) -> IdParts:
+        """What a task's number is joined to, to make its id (see ``join_id``)."""
 
     def admit(self) -> bool:
         """Add tasks while there is room; False once no more will ever come."""
@@ -42,7 +46,11 @@ class BulkOwner(Owner, Protocol):
 
     def on_results(self, first: int, results: list[EventResult]) -> None:
         """Take the final results of the tasks numbered ``first``, ``first + 1``, ...;
-        none of them ended with an exception."""
+        each returned ``(bool, value)`` at its first attempt."""
+
+    def on_plain(self, first: int, outcomes: list[tuple[bool, Any]], duration: float) -> None:
+        """The same, as each task's ``(ok, content)`` and the duration they share: the
+        owner makes results only if it keeps them."""
 
 
 class Task:
@@ -85,7 +93,7 @@ class Task:
 
     @property
     def task_id(self) -> str:
-        return f"{self.owner.task_prefix}{self.index}"
+        return join_id(self.owner.task_prefix, self.index)
 
 
 class Fresh:

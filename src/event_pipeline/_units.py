@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from ._coordinator import Coordinator, Lane
 from ._evaluation import evaluate
 from ._plan import Plan
-from ._results import EventResult, EventRun
+from ._results import EventResult, EventRun, first_try_results
 from ._tasks import Fresh, Task
 from ._worker import describe_exception
 from .exceptions import StopProcessingError
@@ -171,6 +171,12 @@ class EventRunUnit:
             return
         if not self.pending and self.inputs is None:
             self._maybe_complete()
+
+    def on_plain(self, first: int, outcomes: list[tuple[bool, Any]], duration: float) -> None:
+        self.on_results(
+            first,
+            first_try_results(outcomes, first, self.task_prefix, self.plan.name, duration),
+        )
 
     def on_results(self, first: int, results: list[EventResult]) -> None:
         # None of these ended with an exception: no stop to look for.

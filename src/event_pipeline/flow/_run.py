@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._coordinator import Coordinator, Lane, Task
 from .._evaluation import evaluate
-from .._flowrun import FlowRun, StepRun, StepStatus, make_step_run
+from .._flowrun import FlowRun, StepRun, StepStatus, failure_reason, make_step_run
 from .._plan import Plan
 from .._results import EventResult, EventRun
 from .._units import EventRunUnit, raise_stop
@@ -62,6 +62,7 @@ class FlowProgram:
 
     __slots__ = (
         "_bindings",
+        "chain",
         "entries",
         "first",
         "flow",
@@ -130,6 +131,23 @@ class FlowProgram:
                 node = nodes[node.children[0]]
             first.append(node.step if node.kind is NodeKind.STEP else -1)
         self.first: tuple[int, ...] = tuple(first)
+        #: Its runs of a map go through ``ChainMapUnit``: the root is one step or a
+        #: sequence of steps, none tolerated or fanned out, each on a pool and none
+        #: stopping the run.
+        root = nodes[0]
+        self.chain = (
+            (
+                root.kind is NodeKind.STEP
+                or (
+                    root.kind is NodeKind.SEQUENCE
+                    and all(nodes[child].kind is NodeKind.STEP for child in root.children)
+                )
+            )
+            and all(not node.optional and node.feed is not Feed.EACH for node in nodes)
+            and all(
+                not plan.inline and not plan.settings.stop_on_exception for plan in step_plans
+            )
+        )
 
     def bind(self, args: tuple[Any, ...], inputs: Mapping[str, Any]) -> tuple[tuple[str, ...], ...]:
         """Check the call's arguments against every step (once per shape of call) and
@@ -148,14 +166,7 @@ def _run_failure_reason(run: EventRun) -> str:
     errors = run.errors
     if not errors:
         return f"{run.event_name} failed: no task succeeded"
-    return _failure_reason(run.event_name, errors[0])
-
-
-def _failure_reason(event_name: str, first: EventResult) -> str:
-    """Why a step failed, ``first`` being its first failed result."""
-    if first.exception is not None:
-        return f"{event_name} failed: {describe_exception(first.exception)}"
-    return f"{event_name} failed: returned (False, {first.content!r})"
+    return failure_reason(run.event_name, errors[0])
 
 
 class FlowRunUnit:
@@ -440,7 +451,7 @@ class FlowRunUnit:
             self.failed = True
             self.steps[index] = make_step_run(
                 row[0], row[1], _FAILED, run, value, None, False,
-                _failure_reason(row[1], result), result.attempts, started - self.started,
+                failure_reason(row[1], result), result.attempts, started - self.started,
                 duration,
             )  # fmt: skip
             self.ok[node] = False

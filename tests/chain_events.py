@@ -6,6 +6,7 @@ one through the chain driver and one through the general driver, must report the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -124,3 +125,13 @@ class CrashProc(EventBase):
         if x == 13:
             os._exit(1)
         return True, x
+
+
+class AsyncHalve(EventBase):
+    """An async event (on the library's loop): halves even numbers, refuses odd ones."""
+
+    async def process(self, x: int) -> tuple[bool, Any]:
+        await asyncio.sleep(0)
+        if x % 2:
+            return False, f"odd {x}"
+        return True, x // 2

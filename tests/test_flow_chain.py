@@ -58,6 +58,7 @@ def record(run: FlowRun) -> tuple[Any, ...]:
 
 FLOWS = [
     "Inc |-> Gate |-> Flake |-> Pair",
+    "Inc |-> AsyncHalve |-> Inc",
     "Inc -> Label |-> Pair",
     "Gate",
     "Inc |-> Inc#2 |-> Gate |-> Inc#3",
@@ -127,6 +128,21 @@ def test_a_chain_with_hooks_tells_them_what_the_general_driver_does() -> None:
             if s.run is not None:
                 (result,) = s.run.results
                 assert result is fast_hook.results[result.task_id]
+
+
+def test_a_chain_under_a_progress_display_counts_every_task() -> None:
+    """With a progress callable (which watches every result), a chain reports the same
+    runs, and the last snapshot counts each task that ran once."""
+    flow = Flow.parse("Inc |-> Gate |-> Inc", ce)
+    snapshots: list[Any] = []
+    with Runner(progress=snapshots.append) as watched, Runner() as other:
+        runs = watched.map(flow, range(100))
+        plain = other.map(flow, range(100))
+    assert [record(r) for r in runs] == [record(r) for r in plain]
+    ran = sum(1 for r in runs for s in r.steps if s.run is not None)
+    last = snapshots[-1]
+    assert (last.done, last.in_flight) == (ran, 0)
+    assert last.failed == sum(1 for r in runs if not r.success)
 
 
 def test_a_chain_only_takes_flows_it_can_run() -> None:

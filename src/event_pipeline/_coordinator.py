@@ -90,7 +90,7 @@ except ImportError:  # pragma: no cover - not CPython
 #: A batch aims to keep a worker busy this long; longer tasks go one per work item. A work
 #: item costs a process pool far more (pickling, a pipe, a wake-up) than a thread pool.
 BATCH_TARGET_SECONDS = 0.002
-PROCESS_BATCH_TARGET_SECONDS = 0.02
+PROCESS_BATCH_TARGET_SECONDS = 0.1
 MAX_BATCH = 1024
 #: Attempts per work item on an AsyncExecutor.
 ASYNC_BATCH = 64
@@ -589,6 +589,10 @@ class Coordinator:
                     free = lane.budget - lane.in_flight
                     if lane.slots_are_tasks:
                         size = min(lane.batch_size(plan), free, len(queue))
+                    elif plan.remote:
+                        # Large batches while much is waiting, shrinking as it runs out
+                        # (a share of what waits per slot): the workers end together.
+                        size = min(lane.batch_size(plan), -(-waiting // lane.budget))
                     else:
                         spread = -(-waiting // min(free, lane.workers))
                         size = min(lane.batch_size(plan), spread)

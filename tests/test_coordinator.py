@@ -8,6 +8,7 @@ asserts what the coordinator submitted, scheduled and delivered.
 
 from __future__ import annotations
 
+import pickle
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
@@ -391,3 +392,42 @@ def test_a_long_chain_of_results_adding_work_does_not_recurse(low_recursion_limi
     assert all(r.success and r.attempts == 1 for r in owner.results)
     assert max(owner.depths) - min(owner.depths) <= 2
     assert max(owner.depths) < low_recursion_limit
+
+
+class HandProcessPool(HandExecutor):
+    """A hand executor whose work travels pickled, as a process pool's does."""
+
+    _event_pipeline_pickles = True
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        event, blob = args[0], args[1]
+        self.submissions.append(Submission(future, event, pickle.loads(blob)))
+        return future
+
+
+def test_process_batches_shrink_as_the_waiting_work_runs_out() -> None:
+    """On a process pool, batches of 1 ms tasks are 100 ms long (100 tasks) while much
+    waits, then a share of what waits per work-item slot, down to 10 ms (10 tasks): every
+    task is sent once, and no batch sent last is longer than the tail allows."""
+    rig = Rig(workers=2)
+    rig.executor = HandProcessPool(2)
+    plan = rig.plan(Echo, 1000)
+    assert plan.remote
+    plan.per_task = 0.001
+    unit = rig.unit(Echo, list(range(1000)), window=1000)
+    for _ in range(400):
+        rig.step(1000)
+        pending = rig.executor.pending()
+        if not pending:
+            break
+        submission = pending[0]
+        blob = pickle.dumps([(True, x) for x in submission.inputs])
+        submission.future.set_result((0.001 * len(submission.items), blob, True))
+    sizes = [len(s.items) for s in rig.executor.submissions]
+    assert contents(unit.run) == list(range(1000))
+    assert sum(sizes) == 1000
+    assert sizes[0] == 100 and max(sizes) == 100
+    assert sizes == sorted(sizes, reverse=True), sizes
+    assert min(sizes[:-1]) == 10 and sizes[-1] <= 10, sizes  # the last takes what is left
+    assert any(10 < size < 100 for size in sizes), "no batch shrank on the way down"

@@ -91,6 +91,8 @@ except ImportError:  # pragma: no cover - not CPython
 #: item costs a process pool far more (pickling, a pipe, a wake-up) than a thread pool.
 BATCH_TARGET_SECONDS = 0.002
 PROCESS_BATCH_TARGET_SECONDS = 0.1
+#: Work a process-pool batch is not shrunk below at the end of the input.
+TAIL_SECONDS = 0.01
 MAX_BATCH = 1024
 #: Attempts per work item on an AsyncExecutor.
 ASYNC_BATCH = 64
@@ -589,13 +591,15 @@ class Coordinator:
                     free = lane.budget - lane.in_flight
                     if lane.slots_are_tasks:
                         size = min(lane.batch_size(plan), free, len(queue))
-                    elif plan.remote:
-                        # Large batches while much is waiting, shrinking as it runs out
-                        # (a share of what waits per slot): the workers end together.
-                        size = min(lane.batch_size(plan), -(-waiting // lane.budget))
                     else:
                         spread = -(-waiting // min(free, lane.workers))
                         size = min(lane.batch_size(plan), spread)
+                        if plan.remote and plan.per_task is not None:
+                            # Long batches shrink as the waiting work runs out (to a share
+                            # per slot, down to TAIL_SECONDS of work): the workers end
+                            # together, not one waiting for another's last long batch.
+                            tail = round(TAIL_SECONDS / max(plan.per_task, 1e-9))
+                            size = min(size, max(-(-waiting // lane.budget), tail, 1))
                     batch = queue.take(size)
                     if not queue:
                         del ready[plan]

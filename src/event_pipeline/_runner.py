@@ -553,27 +553,16 @@ class Runner:
         from .flow._run import FlowMapUnit
 
         coordinator = self._coordinator(None)
-        unit: FlowMapUnit | ChainMapUnit
-        if program.chain:
-            # Steps one after another on pools: runs move through them in bulk.
-            unit = ChainMapUnit(
-                coordinator,
-                program,
-                zip(*iterables, strict=False),
-                inputs,
-                window=program.window,
-                call_prefix=f"{next(self._calls)}:",
-            )
-        else:
-            unit = FlowMapUnit(
-                coordinator,
-                program,
-                zip(*iterables, strict=False),
-                inputs,
-                window=program.window,
-                call_prefix=f"{next(self._calls)}:",
-                streaming=True,
-            )
+        # Steps one after another on pools: runs move through them in bulk.
+        driver = ChainMapUnit if program.chain else FlowMapUnit
+        unit = driver(
+            coordinator,
+            program,
+            zip(*iterables, strict=False),
+            inputs,
+            window=program.window,
+            call_prefix=f"{next(self._calls)}:",
+        )
         coordinator.attach(unit)
         yield from self._drive(coordinator, unit, program.window)
 

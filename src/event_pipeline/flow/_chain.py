@@ -29,10 +29,11 @@ from .._flowrun import ChainInfo, FlowRun, chain_run
 from .._results import EventResult, EventRun, first_try_results
 from .._tasks import Fresh, Task
 from ._compile import Feed
-from ._run import FlowProgram
+from ._run import FlowStream
 
 if TYPE_CHECKING:
     from .._coordinator import Coordinator
+    from ._run import FlowProgram
 
 __all__ = ["ChainMapUnit"]
 
@@ -86,14 +87,9 @@ class _Block:
         self.left = size
 
 
-class ChainMapUnit:
-    """Many runs of a chain over zipped inputs: at most ``window`` flow runs in flight or
-    finished and not yet handed out. Offers its driver what ``FlowMapUnit`` does.
-
-    The coordinator asks it to ``admit``; its tasks belong to its stages.
-    """
-
-    task_prefix = ""
+class ChainMapUnit(FlowStream):
+    """Many runs of a chain, moved through its steps together (see the module docstring).
+    Its tasks belong to its stages."""
 
     def __init__(
         self,
@@ -105,11 +101,9 @@ class ChainMapUnit:
         window: int,
         call_prefix: str,
     ) -> None:
-        self.coordinator = coordinator
-        self.program = program
-        self.inputs: Iterator[tuple[Any, ...]] | None = inputs
-        self.named = named
-        self.window = window
+        super().__init__(
+            coordinator, program, inputs, named, window=window, call_prefix=call_prefix
+        )
         rows = program.rows
         self.plans = [row[6] for row in rows]
         self.lanes = [coordinator.lane(plan) for plan in self.plans]
@@ -127,10 +121,6 @@ class ChainMapUnit:
         self.blocks: list[_Block] = []
         self.firsts: list[int] = []
         self.in_flight = 0
-        self.done: dict[int, FlowRun] = {}
-        self.next_index = 0
-        self.admitted = 0
-        self.stop_error: BaseException | None = None
 
     # -- reading inputs ----------------------------------------------------------------
     def admit(self) -> bool:
@@ -168,9 +158,6 @@ class ChainMapUnit:
 
     def _block(self, run: int) -> _Block:
         return self.blocks[bisect.bisect_right(self.firsts, run) - 1]
-
-    def on_result(self, task: Task, result: EventResult) -> None:  # pragma: no cover
-        raise AssertionError("a ChainMapUnit's tasks belong to its stages")
 
     # -- results ---------------------------------------------------------------------------
     def ended_plain(
@@ -312,13 +299,6 @@ class ChainMapUnit:
     @property
     def finished(self) -> bool:
         return self.inputs is None and not self.in_flight and not self.done
-
-    def ordered(self) -> Iterator[FlowRun]:
-        done = self.done
-        while self.next_index in done:
-            run = done.pop(self.next_index)
-            self.next_index += 1
-            yield run
 
     def raise_stop(self) -> None:  # pragma: no cover - no step of a chain stops the run
         raise AssertionError("a chain has no step that stops the run")

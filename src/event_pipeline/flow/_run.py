@@ -31,7 +31,7 @@ from ._compile import Feed, FlowPlan, NodeKind, check_inputs
 if TYPE_CHECKING:
     from ._model import Flow
 
-__all__ = ["FlowMapUnit", "FlowProgram", "FlowRunUnit"]
+__all__ = ["FlowMapUnit", "FlowProgram", "FlowRunUnit", "FlowStream"]
 
 _NO_KWARGS: dict[str, Any] = {}
 #: The ``remaining`` of a run with no group: never written.
@@ -822,12 +822,11 @@ class FlowRunUnit:
         raise_stop(run, f"flow step {name!r}", cause)
 
 
-class FlowMapUnit:
-    """Many runs of one flow over zipped inputs: at most ``window`` flow runs in flight.
-
-    It is a coordinator owner of sorts: ``admit`` starts flow runs while there is room;
-    finished runs are kept until they can be handed out in input order.
-    """
+class FlowStream:
+    """What the drivers of many runs of one flow over zipped inputs share: the call's
+    inputs and window, and the finished runs, kept until they can be handed out in input
+    order. It is a coordinator owner of sorts: ``admit`` starts flow runs while there is
+    room (at most ``window`` in flight or finished and not yet handed out)."""
 
     task_prefix = ""
 
@@ -840,7 +839,6 @@ class FlowMapUnit:
         *,
         window: int,
         call_prefix: str,
-        streaming: bool,
     ) -> None:
         self.coordinator = coordinator
         self.program = program
@@ -848,12 +846,39 @@ class FlowMapUnit:
         self.named = named
         self.window = window
         self.call_prefix = call_prefix
-        self.streaming = streaming
-        self.running: dict[int, FlowRunUnit] = {}
         self.done: dict[int, FlowRun] = {}
         self.next_index = 0
         self.admitted = 0
         self.stop_error: BaseException | None = None
+
+    def on_result(self, task: Task, result: EventResult) -> None:  # pragma: no cover
+        raise AssertionError(f"a {type(self).__name__} adds no tasks of its own")
+
+    def ordered(self) -> Iterator[FlowRun]:
+        done = self.done
+        while self.next_index in done:
+            run = done.pop(self.next_index)
+            self.next_index += 1
+            yield run
+
+
+class FlowMapUnit(FlowStream):
+    """Many runs of one flow, each a :class:`FlowRunUnit` of its own."""
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        program: FlowProgram,
+        inputs: Iterator[tuple[Any, ...]],
+        named: Mapping[str, Any],
+        *,
+        window: int,
+        call_prefix: str,
+    ) -> None:
+        super().__init__(
+            coordinator, program, inputs, named, window=window, call_prefix=call_prefix
+        )
+        self.running: dict[int, FlowRunUnit] = {}
         self.stopped_unit: FlowRunUnit | None = None
         #: Each step's lane on the coordinator, looked up by the first run that needs it.
         self.lanes: list[Lane | None] = [None] * len(program.rows)
@@ -906,19 +931,9 @@ class FlowMapUnit:
             self.stop_error = unit.stop_error
             self.stopped_unit = unit
 
-    def on_result(self, task: Task, result: EventResult) -> None:  # pragma: no cover
-        raise AssertionError("a FlowMapUnit adds no tasks of its own")
-
     @property
     def finished(self) -> bool:
         return self.inputs is None and not self.running and not self.done
-
-    def ordered(self) -> Iterator[FlowRun]:
-        done = self.done
-        while self.next_index in done:
-            run = done.pop(self.next_index)
-            self.next_index += 1
-            yield run
 
     def raise_stop(self) -> None:
         unit = self.stopped_unit

@@ -22,18 +22,13 @@ from __future__ import annotations
 import bisect
 import itertools
 import operator
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._flowrun import ChainInfo, FlowRun, chain_run
 from .._results import EventResult, EventRun, first_try_results
 from .._tasks import Fresh, Task
 from ._compile import Feed
 from ._run import FlowStream
-
-if TYPE_CHECKING:
-    from .._coordinator import Coordinator
-    from ._run import FlowProgram
 
 __all__ = ["ChainMapUnit"]
 
@@ -91,19 +86,8 @@ class ChainMapUnit(FlowStream):
     """Many runs of a chain, moved through its steps together (see the module docstring).
     Its tasks belong to its stages."""
 
-    def __init__(
-        self,
-        coordinator: Coordinator,
-        program: FlowProgram,
-        inputs: Iterator[tuple[Any, ...]],
-        named: Mapping[str, Any],
-        *,
-        window: int,
-        call_prefix: str,
-    ) -> None:
-        super().__init__(
-            coordinator, program, inputs, named, window=window, call_prefix=call_prefix
-        )
+    def _prepare(self) -> None:
+        coordinator, program, call_prefix = self.coordinator, self.program, self.call_prefix
         rows = program.rows
         self.plans = [row[6] for row in rows]
         self.lanes = [coordinator.lane(plan) for plan in self.plans]

@@ -850,6 +850,10 @@ class FlowStream:
         self.next_index = 0
         self.admitted = 0
         self.stop_error: BaseException | None = None
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """Set up what the driver itself needs."""
 
     def on_result(self, task: Task, result: EventResult) -> None:  # pragma: no cover
         raise AssertionError(f"a {type(self).__name__} adds no tasks of its own")
@@ -865,23 +869,11 @@ class FlowStream:
 class FlowMapUnit(FlowStream):
     """Many runs of one flow, each a :class:`FlowRunUnit` of its own."""
 
-    def __init__(
-        self,
-        coordinator: Coordinator,
-        program: FlowProgram,
-        inputs: Iterator[tuple[Any, ...]],
-        named: Mapping[str, Any],
-        *,
-        window: int,
-        call_prefix: str,
-    ) -> None:
-        super().__init__(
-            coordinator, program, inputs, named, window=window, call_prefix=call_prefix
-        )
+    def _prepare(self) -> None:
         self.running: dict[int, FlowRunUnit] = {}
         self.stopped_unit: FlowRunUnit | None = None
         #: Each step's lane on the coordinator, looked up by the first run that needs it.
-        self.lanes: list[Lane | None] = [None] * len(program.rows)
+        self.lanes: list[Lane | None] = [None] * len(self.program.rows)
 
     def admit(self) -> bool:
         inputs = self.inputs

@@ -68,6 +68,41 @@ def test_a_batch_with_one_odd_task_is_judged_task_by_task_each_run_once() -> Non
     assert Mixed.calls == [1, "false", "raise", 2, "subclass", "not-bool", 3]
 
 
+def test_a_batch_of_single_arguments_is_judged_as_the_same_calls_would_be() -> None:
+    """Items sent as single arguments (a map over one iterable) give the outcomes their
+    ``((item,), {})`` calls give, odd ones included, and each task runs once."""
+    inputs: list[Any] = [1, "false", "raise", 2, "subclass", "not-bool", 3]
+    _, singles, plain = run_batch(Mixed, inputs, (ValueError,), single=True)
+    calls_of_singles = Mixed.calls
+    Mixed.calls = []
+    _, pairs, _ = run_batch(Mixed, [((x,), {}) for x in inputs], (ValueError,))
+    assert plain is False
+    assert [(k, repr(v)) for k, v in singles] == [(k, repr(v)) for k, v in pairs]
+    assert calls_of_singles == Mixed.calls == inputs
+    _, plain_values, plain = run_batch(Mixed, [(1, 2), 3], None, single=True)
+    assert plain is True and plain_values == [(True, (1, 2)), (True, 3)]
+
+
+def test_a_map_over_one_iterable_passes_each_item_whole() -> None:
+    """One iterable of tuples: each tuple is the task's one argument, on every executor
+    path (in bulk on threads, one at a time inline, pickled to processes)."""
+    items = [(1, 2), (3, 4), ("a", None)]
+
+    class Whole(EventBase):
+        def process(self, item: Any) -> tuple[bool, Any]:
+            return True, item
+
+    class WholeThreads(Whole):
+        executor = ThreadPoolExecutor
+
+    with Runner() as runner:
+        for event in (Whole, WholeThreads):
+            assert [r.content for r in runner.map(event, items).results] == items
+            assert [r.content for r in runner.imap(event, iter(items))] == items
+            assert [r.content for r in runner.imap(event, items)] == items
+        assert [r.content for r in runner.map(MixedThreads, [7, 8]).results] == [7, 8]
+
+
 def test_a_plain_process_batch_is_one_pickle_of_its_tuples() -> None:
     blob = pickle.dumps([((i,), {}) for i in range(4)])
     _, returned, plain = run_pickled(Mixed, blob, None)

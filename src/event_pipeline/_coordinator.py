@@ -57,7 +57,7 @@ from ._guard import check_main_guard
 from ._hooks import Retry
 from ._results import EventResult, first_try_results, task_result
 from ._retry import is_retryable
-from ._tasks import BulkOwner, Fresh, Owner, Ready, Task, WorkItem
+from ._tasks import BulkOwner, Fresh, Owner, Ready, Task, WorkItem, as_call
 from ._worker import (
     BASE,
     FATAL,
@@ -675,15 +675,22 @@ class Coordinator:
     def _submit_fresh(self, lane: Lane, fresh: Fresh, start: int, end: int) -> bool:
         """Submit tasks ``start`` to ``end`` of a fresh run, without a Task object each;
         True when it ran inside submit()."""
+        plan = fresh.plan
         calls = fresh.calls[start:end]
+        single = fresh.single
+        if single and (plan.remote or plan.is_async):
+            # Single arguments go as they are to a thread pool's worker only.
+            calls = list(map(as_call, calls))
+            single = False
         item = WorkItem(
             lane,
             lane.executor,
-            fresh.plan,
+            plan,
             self.clock.monotonic(),
             owner=fresh.owner,
             first=fresh.first + start,
             calls=calls,
+            single=single,
         )
         work: Any = calls
         if fresh.plan.remote:
@@ -719,7 +726,7 @@ class Coordinator:
         else:
             note = None
         if function is run_batch:
-            arguments = (*arguments, id(executor), note)
+            arguments = (*arguments, id(executor), note, item.single)
         elif function is run_batch_async:
             arguments = (*arguments, note)
         deferred: SigintDeferred | None = None

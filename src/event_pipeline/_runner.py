@@ -42,6 +42,7 @@ from ._hooks import resolve_hooks
 from ._plan import Plan
 from ._progress import Progress, ProgressLine, ProgressTracker
 from ._results import EventResult, EventRun
+from ._tasks import NO_KWARGS
 from ._units import EventRunUnit, Inputs, raise_stop
 from ._worker import OK, RETRY, attempt, describe_exception
 from .exceptions import ImproperlyConfigured
@@ -117,10 +118,14 @@ def _may_wait(iterables: tuple[Iterable[Any], ...]) -> bool:
     return False
 
 
-def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> Inputs:
-    # Built from C iterators: no Python frame per input.
-    no_kwargs: dict[str, Any] = {}
-    return zip(zip(*iterables, strict=False), itertools.repeat(no_kwargs))
+def _zip_inputs(iterables: tuple[Iterable[Any], ...]) -> tuple[Inputs, Iterator[Any] | None]:
+    """The ``(args, kwargs)`` of each task (from C iterators: no Python frame per input);
+    and, over one iterable, its iterator, which the pairs are read from: a unit may read
+    the items themselves in bulk, as single calls (see ``Fresh``)."""
+    if len(iterables) == 1:
+        values = iter(iterables[0])
+        return zip(zip(values), itertools.repeat(NO_KWARGS)), values
+    return zip(zip(*iterables, strict=False), itertools.repeat(NO_KWARGS)), None
 
 
 def _check_portable(event: type[EventBase]) -> None:
@@ -330,7 +335,8 @@ class Runner:
             raise TypeError("map() needs at least one iterable")
         total = _total(iterables)
         eager = total is None and _may_wait(iterables)
-        return self._collect(plan, _zip_inputs(iterables), total=total, eager=eager)
+        pairs, values = _zip_inputs(iterables)
+        return self._collect(plan, pairs, total=total, eager=eager, values=values)
 
     @overload
     def imap(
@@ -364,7 +370,8 @@ class Runner:
             raise TypeError("imap() needs at least one iterable")
         total = _total(iterables)
         eager = total is None and _may_wait(iterables)
-        return self._stream(plan, _zip_inputs(iterables), total=total, eager=eager)
+        pairs, values = _zip_inputs(iterables)
+        return self._stream(plan, pairs, total=total, eager=eager, values=values)
 
     # -- driving a call ----------------------------------------------------------------
     def _coordinator(self, total: int | None) -> Coordinator:
@@ -412,6 +419,7 @@ class Runner:
         streaming: bool,
         total: int | None = None,
         eager: bool = False,
+        values: Iterator[Any] | None = None,
     ) -> EventRunUnit:
         if not plan.inline and runs_in(plan.executor):
             # Called from inside a worker of the very pool this call would use: waiting on
@@ -428,6 +436,7 @@ class Runner:
             # Reading a list never waits; reading a generator might wait for earlier
             # tasks to start, so what is ready goes out before each read.
             eager=eager,
+            values=values,
         )
         coordinator.attach(unit)
         return unit
@@ -439,8 +448,11 @@ class Runner:
         resume: tuple[tuple[Any, ...], dict[str, Any], int, Any, float] | None = None,
         total: int | None = None,
         eager: bool = False,
+        values: Iterator[Any] | None = None,
     ) -> EventRun:
-        unit = self._unit(plan, inputs, streaming=False, total=total, eager=eager)
+        unit = self._unit(
+            plan, inputs, streaming=False, total=total, eager=eager, values=values
+        )
         coordinator = unit.coordinator
         try:
             if resume is not None:
@@ -460,9 +472,14 @@ class Runner:
             raise
 
     def _stream(
-        self, plan: Plan, inputs: Inputs, total: int | None = None, eager: bool = False
+        self,
+        plan: Plan,
+        inputs: Inputs,
+        total: int | None = None,
+        eager: bool = False,
+        values: Iterator[Any] | None = None,
     ) -> Iterator[EventResult]:
-        unit = self._unit(plan, inputs, streaming=True, total=total, eager=eager)
+        unit = self._unit(plan, inputs, streaming=True, total=total, eager=eager, values=values)
         return self._drive(unit.coordinator, unit, unit.window)
 
     def _drive(

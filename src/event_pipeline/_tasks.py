@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._plan import Plan
     from ._results import EventResult
 
-__all__ = ["BulkOwner", "Fresh", "Owner", "Ready", "Task", "WorkItem"]
+__all__ = ["NO_KWARGS", "BulkOwner", "Fresh", "Owner", "Ready", "Task", "WorkItem", "as_call"]
 
 Call = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -96,17 +96,34 @@ class Task:
         return join_id(self.owner.task_prefix, self.index)
 
 
+#: The keyword arguments of a call that has none (never written to).
+NO_KWARGS: dict[str, Any] = {}
+
+
+def as_call(value: Any) -> Call:
+    """The ``(args, kwargs)`` of a task whose one argument is ``value`` (a single call)."""
+    return (value,), NO_KWARGS
+
+
 class Fresh:
     """Consecutive new tasks of one owner, numbered from ``first``, none submitted yet
-    when queued; ``taken`` of them have been since."""
+    when queued; ``taken`` of them have been since.
 
-    __slots__ = ("calls", "first", "owner", "plan", "taken")
+    ``calls`` are ``(args, kwargs)`` pairs, or with ``single`` each task's one positional
+    argument (a map over one iterable, a value piped to the next step): no tuples are made
+    per task for those, here or in a thread pool's worker.
+    """
 
-    def __init__(self, plan: Plan, owner: BulkOwner, first: int, calls: list[Call]) -> None:
+    __slots__ = ("calls", "first", "owner", "plan", "single", "taken")
+
+    def __init__(
+        self, plan: Plan, owner: BulkOwner, first: int, calls: list[Any], single: bool = False
+    ) -> None:
         self.plan = plan
         self.owner = owner
         self.first = first
         self.calls = calls
+        self.single = single
         self.taken = 0
 
 
@@ -195,6 +212,7 @@ class WorkItem:
         "lane",
         "owner",
         "plan",
+        "single",
         "submitted",
     )
 
@@ -209,7 +227,8 @@ class WorkItem:
         isolated: bool = False,
         owner: BulkOwner | None = None,
         first: int = 0,
-        calls: list[Call] | None = None,
+        calls: list[Any] | None = None,
+        single: bool = False,
     ) -> None:
         self.lane = lane
         self.executor = executor
@@ -221,6 +240,8 @@ class WorkItem:
         self.owner = owner
         self.first = first
         self.calls = calls
+        #: ``calls`` are single arguments (see :class:`Fresh`).
+        self.single = single
         self.count = len(tasks) if tasks is not None else len(calls or ())
         #: When a timed batch on a thread pool or the loop began (noted by the worker).
         self.began: float | None = None
@@ -241,8 +262,9 @@ class WorkItem:
         if tasks is None:
             owner, plan, submitted = self.owner, self.plan, self.submitted
             assert owner is not None and self.calls is not None
+            calls = map(as_call, self.calls) if self.single else self.calls
             tasks = self._tasks = [
                 Task(plan, owner, index, call, submitted)
-                for index, call in enumerate(self.calls, self.first)
+                for index, call in enumerate(calls, self.first)
             ]
         return tasks

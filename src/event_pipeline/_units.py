@@ -52,6 +52,8 @@ class EventRunUnit:
         task_prefix: prefixed to each task's index to make its ``task_id``.
         eager: submit what is ready before each read of an input, batch or not: for inputs
             that may wait for earlier tasks to start (a queue fed by the tasks themselves).
+        values: for a map over one iterable, the iterator ``inputs`` reads its items from:
+            read in bulk, they are queued as they are, one argument per task.
         on_complete: called once with the :class:`EventRun` when every task settled.
         on_stop: called once with the exception that stopped the run
             (``stop_on_exception``), instead of ``on_complete``.
@@ -69,10 +71,12 @@ class EventRunUnit:
         eager: bool = False,
         on_complete: Callable[[EventRun], None] | None = None,
         on_stop: Callable[[BaseException], None] | None = None,
+        values: Iterator[Any] | None = None,
     ) -> None:
         self.coordinator = coordinator
         self.plan = plan
         self.inputs: Inputs | None = inputs
+        self.values = values
         self.streaming = streaming
         self.window = window
         self.task_prefix = task_prefix
@@ -138,16 +142,18 @@ class EventRunUnit:
         room = self.window - self.pending - len(self.buffer)
         if room <= 0 or self.stop_error is not None:
             return self.stop_error is None
-        inputs = self.inputs
-        assert inputs is not None
-        calls = list(itertools.islice(inputs, room))
+        values = self.values
+        source: Iterator[Any] | None = self.inputs if values is None else values
+        assert source is not None
+        calls = list(itertools.islice(source, room))
         if calls:
             start = self.admitted
             self.admitted = start + len(calls)
             self.pending += len(calls)
             if not self.streaming:
                 self.results.extend(itertools.repeat(None, len(calls)))
-            self.coordinator.add_fresh(Fresh(self.plan, self, start, calls), self.window, lane)
+            fresh = Fresh(self.plan, self, start, calls, single=values is not None)
+            self.coordinator.add_fresh(fresh, self.window, lane)
         if len(calls) < room:
             self.inputs = None
             self._maybe_complete()

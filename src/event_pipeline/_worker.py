@@ -135,11 +135,13 @@ def run_batch(
     retry_on: tuple[type[BaseException], ...] | None,
     executor_id: int = 0,
     note: StartNote | None = None,
+    single: bool = False,
 ) -> tuple[float, list[Any], bool]:
     """One attempt for each task of a batch, in the calling process.
 
     ``note``, when given, gets the monotonic time the batch started as its ``began`` (the
-    runner's deadline for a timed attempt counts from it).
+    runner's deadline for a timed attempt counts from it). With ``single``, each item is
+    a task's one positional argument rather than its ``(args, kwargs)``.
 
     Returns:
         The seconds the batch took (the runner sizes later batches with it), what came of
@@ -154,18 +156,47 @@ def run_batch(
     running_in.executor = executor_id
     try:
         values: list[Any] = []
-        odd = _run_plain(event_class, items, retry_on, values)
+        if single:
+            odd = _run_plain_single(event_class, items, retry_on, values)
+        else:
+            odd = _run_plain(event_class, items, retry_on, values)
         if odd is None:
             return time.perf_counter() - began, values, True
         outcomes: list[Outcome] = [(OK, value) for value in values]
         outcomes.append(odd)
-        outcomes.extend(
-            attempt(event_class, args, kwargs, retry_on)
-            for args, kwargs in items[len(outcomes) :]
-        )
+        if single:
+            outcomes.extend(
+                attempt(event_class, (value,), {}, retry_on)
+                for value in items[len(outcomes) :]
+            )
+        else:
+            outcomes.extend(
+                attempt(event_class, args, kwargs, retry_on)
+                for args, kwargs in items[len(outcomes) :]
+            )
     finally:
         running_in.executor = previous
     return time.perf_counter() - began, outcomes, False
+
+
+def _run_plain_single(
+    event_class: type[Any],
+    items: list[Any],
+    retry_on: tuple[type[BaseException], ...] | None,
+    values: list[Any],
+) -> Outcome | None:
+    """:func:`_run_plain` for tasks that each take one positional argument, the item."""
+    append = values.append
+    for item in items:
+        try:
+            returned = event_class().process(item)
+        except Exception as exc:
+            return raised(exc, retry_on)
+        if type(returned) is tuple and len(returned) == 2 and type(returned[0]) is bool:
+            append(returned)
+        else:
+            return judge(event_class, returned)
+    return None
 
 
 def _run_plain(

@@ -32,6 +32,7 @@ from ._run import FlowStream
 
 __all__ = ["ChainMapUnit"]
 
+#: The first item of a pair (a plain outcome's ``ok``; a one-argument call's argument).
 _ok = operator.itemgetter(0)
 _second = operator.itemgetter(1)
 
@@ -131,10 +132,13 @@ class ChainMapUnit(FlowStream):
             self.blocks.append(_Block(first, len(batch), self.steps, now))
             self.firsts.append(first)
             kwargs = self.kwargs[0]
-            calls = [(args, kwargs) for args in batch]
-            self.coordinator.add_fresh(
-                Fresh(self.plans[0], self.stages[0], first, calls), self.window, self.lanes[0]
-            )
+            if len(batch[0]) == 1 and not kwargs:  # one iterable: its items, as they are
+                fresh = Fresh(self.plans[0], self.stages[0], first, list(map(_ok, batch)), True)
+            else:
+                fresh = Fresh(
+                    self.plans[0], self.stages[0], first, [(args, kwargs) for args in batch]
+                )
+            self.coordinator.add_fresh(fresh, self.window, self.lanes[0])
         if len(batch) < room:
             self.inputs = None
             return False
@@ -184,17 +188,14 @@ class ChainMapUnit(FlowStream):
             return
         following = k + 1
         kwargs = self.kwargs[following]
-        if self.piped[following]:
-            calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
-                ((value,), kwargs) for value in contents
-            ]
-        else:
-            calls = [((), kwargs)] * len(contents)
-        self.coordinator.add_fresh(
-            Fresh(self.plans[following], self.stages[following], first, calls),
-            self.window,
-            self.lanes[following],
-        )
+        plan, stage = self.plans[following], self.stages[following]
+        if not self.piped[following]:
+            fresh = Fresh(plan, stage, first, [((), kwargs)] * len(contents))
+        elif kwargs:
+            fresh = Fresh(plan, stage, first, [((value,), kwargs) for value in contents])
+        else:  # the values themselves, one argument per task
+            fresh = Fresh(plan, stage, first, contents, True)
+        self.coordinator.add_fresh(fresh, self.window, self.lanes[following])
 
     def ended_one(self, k: int, run: int, result: EventResult) -> None:
         """Run ``run`` ended step ``k`` with ``result``, after a retry or an exception."""

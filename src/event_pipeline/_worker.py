@@ -156,57 +156,29 @@ def run_batch(
     running_in.executor = executor_id
     try:
         values: list[Any] = []
-        if single:
-            odd = _run_plain_single(event_class, items, retry_on, values)
-        else:
-            odd = _run_plain(event_class, items, retry_on, values)
+        odd = _run_plain(event_class, items, retry_on, values, single)
         if odd is None:
             return time.perf_counter() - began, values, True
         outcomes: list[Outcome] = [(OK, value) for value in values]
         outcomes.append(odd)
-        if single:
-            outcomes.extend(
-                attempt(event_class, (value,), {}, retry_on)
-                for value in items[len(outcomes) :]
-            )
-        else:
-            outcomes.extend(
-                attempt(event_class, args, kwargs, retry_on)
-                for args, kwargs in items[len(outcomes) :]
-            )
+        for item in items[len(outcomes) :]:
+            args, kwargs = ((item,), {}) if single else item
+            outcomes.append(attempt(event_class, args, kwargs, retry_on))
     finally:
         running_in.executor = previous
     return time.perf_counter() - began, outcomes, False
 
 
-def _run_plain_single(
+def _run_plain(
     event_class: type[Any],
     items: list[Any],
     retry_on: tuple[type[BaseException], ...] | None,
     values: list[Any],
-) -> Outcome | None:
-    """:func:`_run_plain` for tasks that each take one positional argument, the item."""
-    append = values.append
-    for item in items:
-        try:
-            returned = event_class().process(item)
-        except Exception as exc:
-            return raised(exc, retry_on)
-        if type(returned) is tuple and len(returned) == 2 and type(returned[0]) is bool:
-            append(returned)
-        else:
-            return judge(event_class, returned)
-    return None
-
-
-def _run_plain(
-    event_class: type[Any],
-    items: list[Item],
-    retry_on: tuple[type[BaseException], ...] | None,
-    values: list[Any],
+    single: bool = False,
 ) -> Outcome | None:
     """Attempt tasks in order while each returns a plain ``(bool, value)`` tuple, appending
-    those tuples to ``values``: the common case, with no outcome built per task.
+    those tuples to ``values``: the common case, with no outcome built per task. Each item
+    is a task's ``(args, kwargs)``, or with ``single`` its one positional argument.
 
     Returns:
         The outcome of the first task that did otherwise (it is not attempted again), or
@@ -214,12 +186,14 @@ def _run_plain(
         propagates, with ``values`` holding what came before it.
     """
     append = values.append
-    for args, kwargs in items:
+    for item in items:
         try:
-            if kwargs:
-                returned = event_class().process(*args, **kwargs)
+            if single:
+                returned = event_class().process(item)
+            elif item[1]:
+                returned = event_class().process(*item[0], **item[1])
             else:
-                returned = event_class().process(*args)
+                returned = event_class().process(*item[0])
         except Exception as exc:
             return raised(exc, retry_on)
         # Only the exact tuple type: a subclass could lie about its length or items.

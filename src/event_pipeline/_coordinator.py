@@ -327,7 +327,10 @@ class Coordinator:
         self._ready(lane, fresh.plan).append_fresh(fresh)
         if self.progress is not None:
             self.progress.submitted(len(fresh.calls))
-        if lane.in_flight < lane.budget:
+        # What results add while they are delivered (a chain's next step, a flow's next
+        # event) is gathered and goes out at the start of the next turn, with whatever
+        # else is ready then: in full batches, not one thin slice per result.
+        if lane.in_flight < lane.budget and not self.delivering:
             self._dispatch(lane, window)
 
     def flush(self, plan: Plan, window: int) -> None:
@@ -563,12 +566,15 @@ class Coordinator:
         if lane.suspects and not lane.isolating:
             self._submit(lane, lane.suspects.popleft(), isolated=True)
         ready = lane.ready
+        # Spread what is ready on the lane now (for every event on it: a flow's steps share
+        # a pool) over the workers, or over the free slots when fewer: batching never
+        # leaves a worker idle that could take a task, and short tasks go in one batch per
+        # worker, not two, nor in ever smaller ones as the slots fill up.
+        waiting = sum(map(len, ready.values()))
+        share = -(-waiting // max(1, min(lane.budget - lane.in_flight, lane.workers)))
         submitted = True
         while ready and lane.in_flight < lane.budget and submitted:
             submitted = False
-            # Everything ready on the lane, whichever event it is for: a flow's steps
-            # share a pool, and each is given its share of the workers, not all of them.
-            waiting = sum(map(len, ready.values()))
             # One batch per event in turn, so no event starves another on a shared pool.
             for plan in list(ready):
                 if lane.in_flight >= lane.budget:
@@ -585,15 +591,11 @@ class Coordinator:
                     # pools and the loop mark a future running when it starts.
                     continue
                 if queue:
-                    # Spread what is ready on the lane over the workers (over the free
-                    # slots when fewer): batching never leaves a worker idle that could
-                    # take a task, and short tasks go in one batch per worker, not two.
-                    free = lane.budget - lane.in_flight
                     if lane.slots_are_tasks:
+                        free = lane.budget - lane.in_flight
                         size = min(lane.batch_size(plan), free, len(queue))
                     else:
-                        spread = -(-waiting // min(free, lane.workers))
-                        size = min(lane.batch_size(plan), spread)
+                        size = min(lane.batch_size(plan), share)
                         if plan.remote and plan.per_task is not None:
                             # Long batches shrink as the waiting work runs out (to a share
                             # per slot, down to TAIL_SECONDS of work): the workers end

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import math
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ._results import EventResult, EventRun, task_result
@@ -18,7 +19,15 @@ from ._worker import describe_exception
 if TYPE_CHECKING:
     from .flow._model import Flow
 
-__all__ = ["ChainInfo", "FlowRun", "StepRun", "StepStatus", "chain_run", "failure_reason"]
+__all__ = [
+    "ChainInfo",
+    "FlowRun",
+    "StepRun",
+    "StepStatus",
+    "chain_run",
+    "chain_successes",
+    "failure_reason",
+]
 
 
 def escape(text: str) -> str:
@@ -264,6 +273,33 @@ def chain_run(
     run.flow = info.flow
     run._by_name = None
     return run
+
+
+def chain_successes(
+    info: ChainInfo, first: int, records: Iterable[tuple[Any, ...]]
+) -> list[FlowRun]:
+    """``chain_run(info, index, record, None, True)`` for runs ``first``, ``first + 1``...
+    and ``records``: every step of each succeeded at its first attempt. One loop, with no
+    call per run: a large map of a chain makes one per input."""
+    runs: list[FlowRun] = []
+    append = runs.append
+    new = FlowRun.__new__
+    flow = info.flow
+    for index, record in enumerate(records, first):
+        run = new(FlowRun)
+        run.success = True
+        run._steps = None
+        run._chain = info
+        run._index = index
+        run._record = record
+        run._odd = None
+        ran = (len(record) - 1) // 2
+        run.output = record[ran - 1]
+        run.duration = record[-1] - record[ran]
+        run.flow = flow
+        run._by_name = None
+        append(run)
+    return runs
 
 
 def _chain_steps(

@@ -24,7 +24,7 @@ import itertools
 import operator
 from typing import Any
 
-from .._flowrun import ChainInfo, FlowRun, chain_run
+from .._flowrun import ChainInfo, FlowRun, chain_run, chain_successes
 from .._results import EventResult, EventRun, first_try_results
 from .._tasks import Fresh, Task
 from ._compile import Feed
@@ -234,21 +234,17 @@ class ChainMapUnit(FlowStream):
     def _finish_many(self, block: _Block, start: int, end: int) -> None:
         """Runs ``start`` to ``end`` of ``block`` ended the last step, each at the first
         attempt: make their FlowRuns."""
-        steps = self.steps
         columns = [values[start:end] for values in block.values]
         columns.extend(times[start:end] for times in block.times)
-        info = self.info
-        done = self.done
-        odd = block.odd
-        first = block.first
-        for offset, record in enumerate(zip(*columns, strict=True), start):
-            mine = None
-            if odd:
-                mine = {j: odd.pop((j, offset)) for j in range(steps) if (j, offset) in odd}
-            done[first + offset] = flow_run = chain_run(
-                info, first + offset, record, mine or None, True
-            )
-            self._report(flow_run)
+        # Their records, ``(v0, ..., t0, ...)`` each (see chain_run), one zip makes.
+        records = zip(*columns, strict=True)
+        first = block.first + start
+        # No run of theirs has an odd outcome: a run that had one went on alone.
+        runs = chain_successes(self.info, first, records)
+        self.done.update(zip(range(first, first + len(runs)), runs, strict=True))
+        if self.coordinator.hooks is not None:
+            for flow_run in runs:
+                self._report(flow_run)
         self._retire(block, end - start)
 
     def _finish_one(self, block: _Block, offset: int, k: int, success: bool) -> None:

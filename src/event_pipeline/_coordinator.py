@@ -864,8 +864,8 @@ class Coordinator:
             outcomes, plain = load_outcomes(plan.name, outcomes, item.count, plain)
         if plain and item.fresh:
             # The common case, in bulk: a fresh run's slice whose every attempt returned
-            # (bool, value). Each task is final after one attempt; its result is built
-            # here, and the owner takes them all at once.
+            # (bool, value). Each task is final after one attempt; the owner takes their
+            # outcomes all at once, and makes results of them if it keeps any.
             owner = item.owner
             assert owner is not None
             self.completed.append(

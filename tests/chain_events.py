@@ -135,3 +135,15 @@ class AsyncHalve(EventBase):
         if x % 2:
             return False, f"odd {x}"
         return True, x // 2
+
+
+class Opaque(EventBase):
+    """Returns a value that cannot be pickled (a lambda) for 3; else its input."""
+
+    executor = ThreadPoolExecutor
+    executor_config = THREADS
+
+    def process(self, x: int) -> tuple[bool, Any]:
+        if x == 3:
+            return True, lambda: x
+        return True, x

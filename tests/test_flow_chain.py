@@ -287,3 +287,41 @@ def test_chain_map_unit_is_what_runs_a_chain(monkeypatch: pytest.MonkeyPatch) ->
         runner.run(Flow.parse("Inc |-> Inc", ce), 1)
     assert [r.output for r in runs] == [2, 3, 4, 5, 6]
     assert len(made) == 1 and not made[0].blocks and made[0].finished
+
+
+def test_a_value_that_cannot_reach_a_process_step_fails_its_run_alone() -> None:
+    """A piped value that cannot be pickled fails the process step of its own run (with a
+    message that says so, uncharged); the runs batched with it go on."""
+    flow = Flow.parse("Opaque |-> IncProc", ce)
+    with Runner() as runner:
+        runs = runner.map(flow, range(8))
+    assert [r.success for r in runs] == [x != 3 for x in range(8)]
+    assert [r.output for r in runs if r.success] == [x + 1 for x in range(8) if x != 3]
+    step = runs[3]["IncProc"]
+    assert step.status is FAILED and step.run is not None
+    assert "cannot be sent to a worker process" in str(step.run.results[0].exception)
+    assert step.attempts == 0  # process() never ran
+
+
+def test_threads_sharing_a_runner_map_chains_without_crossing_values() -> None:
+    """Four threads map a chain on one runner at once; each gets its own runs, in order."""
+    flow = Flow.parse("Inc |-> Inc |-> Inc", ce)
+    outputs: dict[int, list[Any]] = {}
+    errors: list[BaseException] = []
+    with Runner() as runner:
+
+        def work(number: int) -> None:
+            try:
+                runs = runner.map(flow, range(number * 1000, number * 1000 + 300))
+                outputs[number] = [r.output for r in runs]
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    for number in range(4):
+        assert outputs[number] == [x + 3 for x in range(number * 1000, number * 1000 + 300)]

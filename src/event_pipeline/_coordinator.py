@@ -363,7 +363,13 @@ class Coordinator:
         for lane in self.lanes.values():
             if lane.ready or lane.suspects:
                 self._dispatch(lane, window)
-        self.deliver()
+        if self.completed:
+            # Work that finished as it was submitted: what its owners add goes out before
+            # the wait, not after it.
+            self.deliver()
+            for lane in self.lanes.values():
+                if lane.ready and lane.in_flight < lane.budget:
+                    self._dispatch(lane, window)
         if self.in_flight:
             self._wait_for_completions()
         elif self.retries and not self.completed:

@@ -147,3 +147,24 @@ class Opaque(EventBase):
         if x == 3:
             return True, lambda: x
         return True, x
+
+
+#: A flow run whose steps Sneaky's repr reads (set by a test).
+OTHER: list[Any] = []
+
+
+class Sneaky:
+    """A value whose repr reads the steps of another flow run (re-entrancy)."""
+
+    def __repr__(self) -> str:
+        return f"Sneaky({[len(run.steps) for run in OTHER]})"
+
+
+class Refuse(EventBase):
+    """Refuses everything: 2 with (False, Sneaky()), anything else with its value."""
+
+    executor = ThreadPoolExecutor
+    executor_config = THREADS
+
+    def process(self, x: int) -> tuple[bool, Any]:
+        return False, Sneaky() if x == 2 else x

@@ -325,3 +325,22 @@ def test_threads_sharing_a_runner_map_chains_without_crossing_values() -> None:
     assert errors == [] and not any(t.is_alive() for t in threads)
     for number in range(4):
         assert outputs[number] == [x + 3 for x in range(number * 1000, number * 1000 + 300)]
+
+
+def test_reading_steps_may_read_other_runs_steps_from_a_users_repr() -> None:
+    """A failed step's reason shows its value's repr; a repr that reads another chain run's
+    steps (made lazily too) neither deadlocks nor changes what either run reports."""
+    flow = Flow.parse("Inc |-> Refuse", ce)
+    with Runner() as runner:
+        first, second = runner.map(flow, [1, 2])
+    ce.OTHER[:] = [second]
+    reasons: list[str | None] = []
+    reader = threading.Thread(
+        target=lambda: reasons.append(first["Refuse"].reason), daemon=True
+    )
+    reader.start()
+    reader.join(timeout=10)
+    ce.OTHER.clear()
+    assert not reader.is_alive(), "reading steps deadlocked"
+    assert reasons == ["Refuse failed: returned (False, Sneaky([2]))"]
+    assert [s.status for s in second.steps] == [SUCCEEDED, FAILED]

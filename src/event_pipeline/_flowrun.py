@@ -391,20 +391,20 @@ class FlowRun:
         """Every step, in text order, each with its status."""
         steps = self._steps
         if steps is None:
+            # Made with no lock held (a failure's reason may call a user's __repr__), from
+            # fields that never change; the first thread to finish gives every reader its
+            # list.
+            assert self._chain is not None
+            made = _chain_steps(self._chain, self._index, self._record, self._odd)
             with _making_steps:
                 steps = self._steps
-                if steps is None:  # not made by another thread meanwhile
-                    assert self._chain is not None
-                    steps = _chain_steps(self._chain, self._index, self._record, self._odd)
-                    self.steps = steps
+                if steps is None:
+                    steps = self._steps = made
         return steps
 
     @steps.setter
     def steps(self, steps: list[StepRun]) -> None:
         self._steps = steps
-        self._chain = None
-        self._record = ()
-        self._odd = None
 
     @property
     def failed(self) -> list[StepRun]:

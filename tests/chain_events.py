@@ -168,3 +168,20 @@ class Refuse(EventBase):
 
     def process(self, x: int) -> tuple[bool, Any]:
         return False, Sneaky() if x == 2 else x
+
+
+class Unshowable:
+    """A value whose repr raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
+class RefuseUnshowable(EventBase):
+    """Returns (False, Unshowable())."""
+
+    executor = ThreadPoolExecutor
+    executor_config = THREADS
+
+    def process(self, x: int) -> tuple[bool, Any]:
+        return False, Unshowable()

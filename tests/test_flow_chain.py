@@ -344,3 +344,18 @@ def test_reading_steps_may_read_other_runs_steps_from_a_users_repr() -> None:
     assert not reader.is_alive(), "reading steps deadlocked"
     assert reasons == ["Refuse failed: returned (False, Sneaky([2]))"]
     assert [s.status for s in second.steps] == [SUCCEEDED, FAILED]
+
+
+def test_a_refused_value_whose_repr_raises_still_gives_a_reason() -> None:
+    """(False, value) with a value whose repr raises: every run is reported, chain or not,
+    with a reason naming the value's type."""
+    expected = "RefuseUnshowable failed: returned (False, <Unshowable whose repr failed>)"
+    chain = Flow.parse("Inc |-> RefuseUnshowable", ce)
+    other = Flow.parse("Inc |-> RefuseUnshowable?", ce)  # tolerated: the general driver
+    with Runner() as runner:
+        assert not runner._program(other).chain
+        for flow in (chain, other):
+            runs = runner.map(flow, range(3))
+            assert [r["RefuseUnshowable"].reason for r in runs] == [expected] * 3
+            single = runner.run(flow, 5)
+            assert single["RefuseUnshowable"].reason == expected

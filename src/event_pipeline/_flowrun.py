@@ -220,10 +220,16 @@ _making_steps = threading.Lock()
 
 
 def failure_reason(event_name: str, first: EventResult) -> str:
-    """Why a step failed, ``first`` being its first failed result."""
+    """Why a step failed, ``first`` being its first failed result. Never raises."""
     if first.exception is not None:
         return f"{event_name} failed: {describe_exception(first.exception)}"
-    return f"{event_name} failed: returned (False, {first.content!r})"
+    try:
+        shown = repr(first.content)
+        if not isinstance(shown, str):
+            raise TypeError("__repr__ returned a non-string")
+    except Exception:
+        shown = f"<{type(first.content).__name__} whose repr failed>"
+    return f"{event_name} failed: returned (False, {shown})"
 
 
 class ChainInfo:

@@ -185,3 +185,14 @@ class RefuseUnshowable(EventBase):
 
     def process(self, x: int) -> tuple[bool, Any]:
         return False, Unshowable()
+
+
+class RouteUnshowable(EventBase):
+    """Succeeds, then routes to a value whose repr raises."""
+
+    def process(self, x: int) -> tuple[bool, Any]:
+        return True, x
+
+    @classmethod
+    def route(cls, run: Any) -> int:
+        return Unshowable()  # type: ignore[return-value]

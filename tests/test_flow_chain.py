@@ -359,3 +359,16 @@ def test_a_refused_value_whose_repr_raises_still_gives_a_reason() -> None:
             assert [r["RefuseUnshowable"].reason for r in runs] == [expected] * 3
             single = runner.run(flow, 5)
             assert single["RefuseUnshowable"].reason == expected
+
+
+def test_a_route_whose_repr_raises_fails_its_step_with_a_reason() -> None:
+    """A route that is no int and cannot be shown fails the step (not the call)."""
+    flow = Flow.parse("RouteUnshowable (0 |-> Inc, 1 |-> Inc)", ce)
+    with Runner() as runner:
+        run = runner.run(flow, 1)
+    step = run["RouteUnshowable"]
+    assert step.status is FAILED
+    assert step.reason == (
+        "RouteUnshowable.route must return an int from 0 to 9, got <Unshowable whose repr "
+        "failed>"
+    )

@@ -27,6 +27,7 @@ __all__ = [
     "chain_run",
     "chain_successes",
     "failure_reason",
+    "show",
 ]
 
 
@@ -223,13 +224,18 @@ def failure_reason(event_name: str, first: EventResult) -> str:
     """Why a step failed, ``first`` being its first failed result. Never raises."""
     if first.exception is not None:
         return f"{event_name} failed: {describe_exception(first.exception)}"
+    return f"{event_name} failed: returned (False, {show(first.content)})"
+
+
+def show(value: object) -> str:
+    """``repr(value)`` for a message; never raises (a failing repr gives the type)."""
     try:
-        shown = repr(first.content)
+        shown = repr(value)
         if not isinstance(shown, str):
             raise TypeError("__repr__ returned a non-string")
     except Exception:
-        shown = f"<{type(first.content).__name__} whose repr failed>"
-    return f"{event_name} failed: returned (False, {shown})"
+        shown = f"<{type(value).__name__} whose repr failed>"
+    return shown
 
 
 class ChainInfo:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._coordinator import Coordinator, Lane, Task
 from .._evaluation import evaluate
-from .._flowrun import FlowRun, StepRun, StepStatus, failure_reason, make_step_run
+from .._flowrun import FlowRun, StepRun, StepStatus, failure_reason, make_step_run, show
 from .._plan import Plan
 from .._results import EventResult, EventRun
 from .._units import EventRunUnit, raise_stop
@@ -704,7 +704,7 @@ class FlowRunUnit:
         except Exception as exc:
             return 0, f"{event.__name__}.route raised {describe_exception(exc)}"
         if type(code) is not int:
-            return 0, f"{event.__name__}.route must return an int from 0 to 9, got {code!r}"
+            return 0, f"{event.__name__}.route must return an int from 0 to 9, got {show(code)}"
         if not 0 <= code <= 9:
             return 0, f"{event.__name__}.route returned {code}, outside 0-9"
         return code, None

@@ -272,18 +272,9 @@ def chain_run(
     :class:`StepRun` s are made when ``steps`` is first read: most runs of a large map are
     only asked whether they succeeded and for their output.
     """
-    run = FlowRun.__new__(FlowRun)
+    (run,) = chain_successes(info, index, (record,))
     run.success = success
-    run._steps = None
-    run._chain = info
-    run._index = index
-    run._record = record
     run._odd = odd
-    ran = (len(record) - 1) // 2
-    run.output = record[ran - 1]
-    run.duration = record[-1] - record[ran]
-    run.flow = info.flow
-    run._by_name = None
     return run
 
 

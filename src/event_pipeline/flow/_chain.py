@@ -24,11 +24,11 @@ import itertools
 import operator
 from typing import Any
 
-from .._flowrun import ChainInfo, FlowRun, chain_run, chain_successes
+from .._flowrun import ChainInfo, chain_run, chain_successes
 from .._results import EventResult, EventRun, first_try_results
 from .._tasks import Fresh, Task
 from ._compile import Feed
-from ._run import FlowStream
+from ._run import FlowStream, report
 
 __all__ = ["ChainMapUnit"]
 
@@ -244,7 +244,7 @@ class ChainMapUnit(FlowStream):
         self.done.update(zip(range(first, first + len(runs)), runs, strict=True))
         if self.coordinator.hooks is not None:
             for flow_run in runs:
-                self._report(flow_run)
+                report(self.coordinator, flow_run)
         self._retire(block, end - start)
 
     def _finish_one(self, block: _Block, offset: int, k: int, success: bool) -> None:
@@ -256,17 +256,8 @@ class ChainMapUnit(FlowStream):
         mine = {j: odd.pop((j, offset)) for j in range(k + 1) if (j, offset) in odd}
         run = block.first + offset
         self.done[run] = flow_run = chain_run(self.info, run, record, mine or None, success)
-        self._report(flow_run)
+        report(self.coordinator, flow_run)
         self._retire(block, 1)
-
-    def _report(self, flow_run: FlowRun) -> None:
-        hooks = self.coordinator.hooks
-        if hooks is not None:
-            if hooks.on_step:
-                for step in flow_run.steps:
-                    hooks.emit_step(step)
-            if hooks.on_flow:
-                hooks.emit_flow(flow_run)
 
     def _retire(self, block: _Block, finished: int) -> None:
         self.in_flight -= finished

@@ -31,7 +31,7 @@ from ._compile import Feed, FlowPlan, NodeKind, check_inputs
 if TYPE_CHECKING:
     from ._model import Flow
 
-__all__ = ["FlowMapUnit", "FlowProgram", "FlowRunUnit", "FlowStream"]
+__all__ = ["FlowMapUnit", "FlowProgram", "FlowRunUnit", "FlowStream", "report"]
 
 _NO_KWARGS: dict[str, Any] = {}
 #: The ``remaining`` of a run with no group: never written.
@@ -167,6 +167,19 @@ def _run_failure_reason(run: EventRun) -> str:
     if not errors:
         return f"{run.event_name} failed: no task succeeded"
     return failure_reason(run.event_name, errors[0])
+
+
+def report(coordinator: Coordinator, run: FlowRun) -> None:
+    """Every step of a finished flow run to ``on_step`` hooks, in text order, then the run
+    to ``on_flow``."""
+    hooks = coordinator.hooks
+    if hooks is None:
+        return
+    if hooks.on_step:
+        for step in run.steps:
+            hooks.emit_step(step)
+    if hooks.on_flow:
+        hooks.emit_flow(run)
 
 
 class FlowRunUnit:
@@ -749,15 +762,7 @@ class FlowRunUnit:
         return steps  # type: ignore[return-value]  # no None left
 
     def _report(self, run: FlowRun) -> None:
-        """Every step to ``on_step`` hooks, in text order, then the run to ``on_flow``."""
-        hooks = self.coordinator.hooks
-        if hooks is None:
-            return
-        if hooks.on_step:
-            for step in run.steps:
-                hooks.emit_step(step)
-        if hooks.on_flow:
-            hooks.emit_flow(run)
+        report(self.coordinator, run)
 
     # -- stopping ------------------------------------------------------------------------
     def partial_run(self) -> FlowRun:
